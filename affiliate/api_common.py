@@ -1,0 +1,61 @@
+"""Pieces every API module shares: the merchant-scoped viewset, the error schema and body
+helpers."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers, viewsets
+
+from .errors import ServiceValidationError
+from .models import Merchant
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+def errors(*codes: int) -> dict:
+    descriptions = {
+        400: "Invalid input", 401: "Missing or wrong API key", 403: "Forbidden", 404: "Not found",
+        409: "Idempotency conflict", 413: "Body too large", 429: "Throttled", 503: "Service unavailable",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=descriptions[code]) for code in codes}
+
+
+def body_dict(request) -> dict:
+    data = request.data
+    if not isinstance(data, dict):
+        raise ServiceValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    return dict(data)
+
+
+def resolve_id(model, merchant_id: int, raw, field: str, problems: dict):
+    """Turn an id in a body into the merchant's object, or note a problem on ``field``."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).strip().isdigit():
+        problems[field] = ["Must be an integer id."]
+        return None
+    obj = model.objects.filter(pk=int(raw), merchant_id=merchant_id).first()
+    if obj is None:
+        problems[field] = ["No object with this id."] if field != "sponsor" else ["No promoter with this id."]
+    return obj
+
+
+class MerchantScopedViewSet(viewsets.GenericViewSet):
+    """Every queryset is cut to the calling merchant: another merchant's object is a 404."""
+
+    model = None
+
+    def get_queryset(self):
+        return self.model.objects.filter(merchant_id=self.request.user.merchant.pk)
+
+    @property
+    def merchant(self) -> Merchant:
+        return self.request.user.merchant

@@ -1,0 +1,417 @@
+"""Conversion events: validation, idempotency, the journey, durable queuing, processing.
+
+The request that receives an event commits it before answering; processing is queued on
+commit and can run any number of times (a status guard under a row lock). What happens
+to a processed event downstream (attribution, commissions) is registered by name in
+``PROCESSORS`` by the downstream apps, so this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import dateparse, timezone
+
+from promoters.selectors import promoter_by_coupon
+
+from . import journey, money
+from .errors import ApiError, ServiceValidationError
+from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program
+
+logger = logging.getLogger(__name__)
+
+Event = ConversionEvent
+MAX_ID_LENGTH = 255
+STRING_FIELDS = ("customer_id", "click_id", "order_id", "refund_id", "coupon")
+KNOWN_FIELDS = ("type", *STRING_FIELDS, "amount", "currency", "program", "occurred_at")
+
+# Downstream steps run, in order, inside the processing transaction of each event.
+PROCESSORS: list[Callable[[ConversionEvent], None]] = []
+
+
+def register_processor(func: Callable[[ConversionEvent], None]) -> Callable[[ConversionEvent], None]:
+    if func not in PROCESSORS:
+        PROCESSORS.append(func)
+    return func
+
+
+# Sections of the event body that downstream apps fill in ("attribution", "commissions").
+BODY_SECTIONS: dict[str, Callable[[ConversionEvent], list[dict]]] = {}
+
+
+def register_body_section(name: str, func: Callable[[ConversionEvent], list[dict]]) -> None:
+    BODY_SECTIONS[name] = func
+
+
+@dataclass
+class IngestResult:
+    event: ConversionEvent
+    created: bool
+
+
+@dataclass
+class CleanEvent:
+    type: str
+    customer_id: str
+    program: Program
+    currency: str
+    occurred_at: datetime
+    amount: Decimal | None = None
+    order_id: str = ""
+    refund_id: str = ""
+    click_id: str = ""
+    coupon: str = ""
+    program_given: bool = False
+    currency_given: str = ""
+
+
+def body_hash(payload: dict) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _json_safe(payload: dict) -> dict:
+    return json.loads(json.dumps(payload, default=str))
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError("idempotency_conflict", message, status_code=409)
+
+
+# --- Validation -----------------------------------------------------------------------
+
+
+def _string(payload: dict, name: str, problems: dict, *, required: bool = False) -> str:
+    raw = payload.get(name)
+    if raw is None or raw == "":
+        if required:
+            problems.setdefault(name, []).append("This field is required.")
+        return ""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        problems.setdefault(name, []).append("Must be a string.")
+        return ""
+    value = str(raw).strip()
+    if not value and required:
+        problems.setdefault(name, []).append("This field is required.")
+    if len(value) > MAX_ID_LENGTH:
+        problems.setdefault(name, []).append(f"At most {MAX_ID_LENGTH} characters.")
+        return ""
+    return value
+
+
+def _program(merchant: Merchant, raw, problems: dict) -> Program | None:
+    if raw is None or raw == "":
+        program = Program.objects.filter(merchant=merchant, is_default=True).first()
+        if program is None:
+            problems.setdefault("program", []).append("The merchant has no program yet; create one first.")
+        return program
+    try:
+        program_id = int(raw)
+        if isinstance(raw, bool) or str(program_id) != str(raw).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.setdefault("program", []).append("Must be a program id.")
+        return None
+    program = Program.objects.filter(merchant=merchant, pk=program_id).first()
+    if program is None:
+        problems.setdefault("program", []).append("No program with this id.")
+    return program
+
+
+def _occurred_at(raw, problems: dict) -> datetime:
+    now = timezone.now()
+    if raw is None or raw == "":
+        return now
+    parsed = None
+    if isinstance(raw, str):
+        try:
+            parsed = dateparse.parse_datetime(raw.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        problems.setdefault("occurred_at", []).append("Must be an ISO 8601 time with an offset, e.g. 2026-01-31T12:00:00Z.")
+        return now
+    if timezone.is_naive(parsed):
+        problems.setdefault("occurred_at", []).append("The time needs a UTC offset (Z or +hh:mm).")
+        return now
+    parsed = parsed.astimezone(timezone.UTC)
+    if parsed > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
+        problems.setdefault("occurred_at", []).append("The time lies in the future.")
+    return parsed
+
+
+def clean_event(merchant: Merchant, payload: dict) -> CleanEvent:
+    """Check a payload against the contract; raise ``ServiceValidationError`` naming every problem."""
+    if not isinstance(payload, dict):
+        raise ServiceValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    problems: dict[str, list[str]] = {}
+    event_type = payload.get("type")
+    if event_type not in ConversionEvent.Type.values:
+        problems["type"] = ["Choose one of: registration, purchase, refund."]
+    strings = {name: _string(payload, name, problems, required=name == "customer_id") for name in STRING_FIELDS}
+    if event_type in ("purchase", "refund") and not strings["order_id"] and "order_id" not in problems:
+        problems["order_id"] = ["This field is required for a purchase or a refund."]
+    program = _program(merchant, payload.get("program"), problems)
+    occurred_at = _occurred_at(payload.get("occurred_at"), problems)
+    currency = program.currency if program else "USD"
+    raw_currency = payload.get("currency")
+    raw_currency = "" if raw_currency is None else raw_currency
+    if not isinstance(raw_currency, str):
+        problems["currency"] = ["Must be an ISO 4217 code such as \"USD\"."]
+    elif raw_currency and program is not None and event_type != "refund" and raw_currency != program.currency:
+        # A refund is checked against its order's program instead.
+        problems["currency"] = [f"The program's currency is {program.currency}."]
+    amount = None
+    raw_amount = payload.get("amount")
+    if event_type == "registration":
+        if raw_amount not in (None, ""):
+            problems["amount"] = ["A registration carries no amount."]
+    elif raw_amount in (None, ""):
+        if event_type == "purchase":
+            problems["amount"] = ["This field is required for a purchase."]
+    else:
+        try:
+            amount = money.parse_amount(raw_amount, currency)
+        except money.MoneyError as exc:
+            problems["amount"] = [str(exc)]
+    if event_type != "refund" and strings["refund_id"]:
+        problems["refund_id"] = ["Only a refund carries a refund_id."]
+    if problems:
+        raise ServiceValidationError(problems)
+    return CleanEvent(
+        type=event_type,
+        customer_id=strings["customer_id"],
+        program=program,
+        currency=currency,
+        occurred_at=occurred_at,
+        amount=amount,
+        order_id=strings["order_id"],
+        refund_id=strings["refund_id"],
+        click_id=strings["click_id"],
+        coupon=strings["coupon"],
+        program_given=payload.get("program") not in (None, ""),
+        currency_given=raw_currency if isinstance(raw_currency, str) else "",
+    )
+
+
+# --- Repeats --------------------------------------------------------------------------
+
+
+def _find_repeat(merchant: Merchant, data: CleanEvent) -> ConversionEvent | None:
+    """The event this request repeats, or ``None``; raise a 409 for a conflicting repeat."""
+    events = ConversionEvent.objects.filter(merchant=merchant).select_related("customer")
+    if data.type == "registration":
+        return events.filter(type="registration", customer__external_id=data.customer_id).first()
+    if data.type == "purchase":
+        existing = events.filter(type="purchase", order_id=data.order_id).first()
+        if existing is not None:
+            if existing.customer.external_id != data.customer_id:
+                raise conflict(f"Order {data.order_id} was already received for another customer.")
+            if existing.amount != data.amount:
+                raise conflict(f"Order {data.order_id} was already received with amount {existing.amount}.")
+        return existing
+    existing = events.filter(type="refund", order_id=data.order_id, refund_id=data.refund_id).first()
+    if existing is not None and data.amount is not None and existing.amount != data.amount:
+        what = f"refund {data.refund_id}" if data.refund_id else "a refund without refund_id"
+        raise conflict(f"Order {data.order_id} already has {what} of {existing.amount}.")
+    return existing
+
+
+def _find_by_key(merchant: Merchant, key: str | None, digest: str) -> ConversionEvent | None:
+    if not key:
+        return None
+    existing = ConversionEvent.objects.filter(merchant=merchant, idempotency_key=key).first()
+    if existing is not None and existing.body_hash != digest:
+        raise conflict("This Idempotency-Key was already used with another body.")
+    return existing
+
+
+# --- Ingestion ------------------------------------------------------------------------
+
+
+def event_ingest(
+    *, merchant: Merchant, payload: dict, idempotency_key: str | None = None, source: str = "api"
+) -> IngestResult:
+    """Record one conversion event exactly once; return it and whether it is new.
+
+    Every check runs before the first write; the writes share one transaction, so a
+    request that fails leaves nothing behind.
+    """
+    if idempotency_key is not None:
+        idempotency_key = idempotency_key.strip()
+        if not idempotency_key or len(idempotency_key) > MAX_ID_LENGTH:
+            raise ServiceValidationError({"Idempotency-Key": [f"Must be 1 to {MAX_ID_LENGTH} characters."]})
+    digest = body_hash(payload) if isinstance(payload, dict) else ""
+    existing = _find_by_key(merchant, idempotency_key, digest)
+    if existing is not None:
+        return IngestResult(existing, False)
+    data = clean_event(merchant, payload)
+    existing = _find_repeat(merchant, data)
+    if existing is not None:
+        return IngestResult(existing, False)
+    try:
+        return _record(merchant, data, payload, idempotency_key, digest, source)
+    except IntegrityError:
+        # A concurrent request recorded the same event first: answer as a repeat.
+        existing = _find_by_key(merchant, idempotency_key, digest) or _find_repeat(merchant, data)
+        if existing is None:
+            raise
+        return IngestResult(existing, False)
+
+
+@transaction.atomic
+def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source) -> IngestResult:
+    customer, _ = Customer.objects.get_or_create(merchant=merchant, external_id=data.customer_id)
+    # One writer per customer at a time: the journey decides which purchase is the first.
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    existing = _find_repeat(merchant, data)
+    if existing is not None:
+        return IngestResult(existing, False)
+
+    program = data.program
+    purchase = None
+    amount = data.amount
+    if data.type == "refund":
+        purchase, amount = _refund_target(merchant, data, customer)
+        program = purchase.program
+
+    try:
+        next_stage, event_stage = journey.advance(customer.stage, data.type)
+    except journey.IllegalTransition as exc:
+        raise ServiceValidationError({"type": [str(exc)]}) from None
+
+    warnings = []
+    click = None
+    if data.click_id:
+        click = _known_click(merchant, data.click_id)
+        if click is None:
+            warnings.append({"code": "unknown_click_id", "message": f"No click {data.click_id!r} is known; nothing was bound."})
+    coupon_promoter = None
+    if data.coupon:
+        coupon_promoter = promoter_by_coupon(merchant.pk, data.coupon)
+        if coupon_promoter is None:
+            warnings.append({"code": "unknown_coupon", "message": f"No promoter has the coupon {data.coupon!r}."})
+
+    event = ConversionEvent.objects.create(
+        merchant=merchant,
+        program=program,
+        customer=customer,
+        type=data.type,
+        stage=event_stage,
+        amount_minor=None if amount is None else money.to_minor(amount, program.currency),
+        currency=program.currency,
+        order_id=data.order_id,
+        refund_id=data.refund_id,
+        purchase=purchase,
+        click_ref=data.click_id,
+        click=click,
+        coupon=data.coupon,
+        coupon_promoter=coupon_promoter,
+        idempotency_key=idempotency_key,
+        body_hash=digest,
+        source=source,
+        payload=_json_safe(payload),
+        warnings=warnings,
+        occurred_at=data.occurred_at,
+    )
+    if click is not None:
+        CustomerVisitor.objects.bulk_create(
+            [CustomerVisitor(customer=customer, visitor_id=click.visitor_id, click=click)], ignore_conflicts=True
+        )
+    if next_stage != customer.stage:
+        customer.stage = next_stage
+        customer.save(update_fields=["stage", "updated_at"])
+    transaction.on_commit(lambda: enqueue_event(event.pk))
+    return IngestResult(event, True)
+
+
+def _refund_target(merchant: Merchant, data: CleanEvent, customer: Customer) -> tuple[ConversionEvent, Decimal]:
+    purchase = (
+        ConversionEvent.objects.select_for_update()
+        .select_related("program")
+        .filter(merchant=merchant, type="purchase", order_id=data.order_id)
+        .first()
+    )
+    if purchase is None:
+        raise ServiceValidationError({"order_id": [f"No purchase with order_id {data.order_id!r} is known."]})
+    if purchase.customer_id != customer.pk:
+        raise ServiceValidationError({"customer_id": ["The order belongs to another customer."]})
+    if data.program_given and data.program.pk != purchase.program_id:
+        raise ServiceValidationError({"program": ["The order belongs to another program."]})
+    if data.currency_given and data.currency_given != purchase.currency:
+        raise ServiceValidationError({"currency": [f"The order's currency is {purchase.currency}."]})
+    refunded = sum(purchase.refunds.values_list("amount_minor", flat=True))
+    left = purchase.amount_minor - refunded
+    currency = purchase.currency
+    if left <= 0:
+        raise ServiceValidationError({"amount": ["The order is already refunded in full."]})
+    if data.amount is None:
+        return purchase, money.from_minor(left, currency)
+    if money.to_minor(data.amount, currency) > left:
+        raise ServiceValidationError(
+            {"amount": [f"Only {money.format_minor(left, currency)} of the order is left to refund."]}
+        )
+    return purchase, data.amount
+
+
+def _known_click(merchant: Merchant, click_ref: str) -> Click | None:
+    try:
+        click_id = uuid.UUID(click_ref)
+    except ValueError:
+        return None
+    return Click.objects.filter(pk=click_id, merchant=merchant).first()
+
+
+# --- Queuing and processing -----------------------------------------------------------
+
+
+def enqueue_event(event_id: int) -> None:
+    """Hand an event to the workers. A broker that is down loses nothing: the sweep retries."""
+    from .tasks import process_event
+
+    try:
+        process_event.delay(event_id)
+    except Exception:  # noqa: BLE001 - the event is committed; the sweep will pick it up
+        logger.warning("could not queue event %s; the sweep will retry", event_id, exc_info=True)
+
+
+def event_process(*, event_id: int) -> ConversionEvent | None:
+    """Run the downstream processors for one event, once. Safe to call again at any time."""
+    with transaction.atomic():
+        event = (
+            ConversionEvent.objects.select_for_update()
+            .filter(pk=event_id)
+            .first()
+        )
+        if event is None or event.status == ConversionEvent.Status.PROCESSED:
+            return event
+        for processor in PROCESSORS:
+            processor(event)
+        event.status = ConversionEvent.Status.PROCESSED
+        event.processed_at = timezone.now()
+        event.attempts += 1
+        event.save(update_fields=["status", "processed_at", "attempts"])
+    return event
+
+
+def requeue_stale_events(*, older_than_seconds: int | None = None, limit: int = 1000) -> int:
+    """Queue again the events still ``queued`` after a while (a lost message, a dead worker)."""
+    age = settings.EVENT_REQUEUE_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=age)
+    ids = list(
+        ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED, received_at__lte=cutoff)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    for event_id in ids:
+        enqueue_event(event_id)
+    return len(ids)

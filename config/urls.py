@@ -1,0 +1,40 @@
+import os
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from affiliate import views as tracking
+from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackView, ProgramViewSet
+from promoters.api import PromoterViewSet
+
+router = SimpleRouter(trailing_slash=True)
+router.register("programs", ProgramViewSet, basename="program")
+router.register("promoters", PromoterViewSet, basename="promoter")
+router.register("links", LinkViewSet, basename="link")
+router.register("events", EventViewSet, basename="event")
+
+api_v1 = [
+    path("merchant/", MerchantView.as_view(), name="merchant"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    *router.urls,
+]
+
+urlpatterns = [
+    re_path(r"^r/(?P<code>[^/]+)/?$", tracking.track_redirect, name="track-redirect"),
+    re_path(r"^postback/(?P<token>[^/]+)/?$", PostbackView.as_view(), name="postback"),
+    path("api/v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
+    path("healthz", tracking.healthz, name="healthz"),
+]
+
+if os.environ.get("BENCH_BARE_REDIRECT") == "1":
+    urlpatterns.append(path("bare302", tracking.bare_redirect))
+
+handler400 = "affiliate.errors.handler400"
+handler403 = "affiliate.errors.handler403"
+handler404 = "affiliate.errors.handler404"
+handler500 = "affiliate.errors.handler500"

@@ -1,0 +1,65 @@
+"""Promoters and the sponsor tree."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Upper
+from django.utils import timezone
+
+from affiliate.models import RATE_VALIDATORS
+
+
+class Promoter(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        INACTIVE = "inactive"
+
+    class PayoutPlan(models.TextChoices):
+        STANDARD = "standard"
+        IMMEDIATE = "immediate"
+        GUARANTEED = "guaranteed"
+
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="promoters")
+    program = models.ForeignKey("affiliate.Program", on_delete=models.PROTECT, related_name="promoters")
+    email = models.EmailField(max_length=254)
+    name = models.CharField(max_length=200)
+    sponsor = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="recruits")
+    referral_code = models.CharField(max_length=32, unique=True, editable=False)
+    customer_id = models.CharField(max_length=255, null=True, blank=True, help_text="The promoter's own customer id at the merchant.")
+    coupon_code = models.CharField(max_length=64, null=True, blank=True)
+    commission_rate = models.DecimalField(
+        max_digits=7, decimal_places=6, null=True, blank=True, validators=RATE_VALIDATORS,
+        help_text="Replaces the program's purchase rates for this promoter when set.",
+    )
+    payout_plan = models.CharField(max_length=16, choices=PayoutPlan.choices, default=PayoutPlan.STANDARD)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(Upper("coupon_code"), "merchant", name="promoter_coupon_unique_per_merchant"),
+            models.UniqueConstraint(fields=["program", "email"], name="promoter_email_unique_per_program"),
+            models.CheckConstraint(condition=~Q(sponsor=models.F("id")), name="promoter_not_own_sponsor"),
+            models.CheckConstraint(
+                condition=Q(commission_rate__isnull=True) | Q(commission_rate__gte=0, commission_rate__lte=1),
+                name="promoter_rate_in_range",
+            ),
+            models.CheckConstraint(condition=Q(status__in=["active", "inactive"]), name="promoter_status_valid"),
+        ]
+        indexes = [models.Index(fields=["merchant", "customer_id"], name="promoter_customer")]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    @property
+    def own_rate(self) -> Decimal | None:
+        return self.commission_rate

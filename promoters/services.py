@@ -1,0 +1,174 @@
+"""Every write on promoters and the sponsor tree."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Upper
+
+from affiliate.errors import ServiceValidationError
+from affiliate.models import Merchant, Program
+from affiliate.validation import FieldProblem, parse_rate
+
+from .models import Promoter
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+PROMOTER_FIELDS = (
+    "email", "name", "program", "sponsor", "customer_id", "coupon_code", "commission_rate", "payout_plan", "status",
+)
+
+
+def _referral_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+
+
+def _optional_string(value, field: str, max_length: int, problems: dict) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        problems.setdefault(field, []).append("Must be a string.")
+        return None
+    value = str(value).strip()
+    if len(value) > max_length:
+        problems.setdefault(field, []).append(f"At most {max_length} characters.")
+        return None
+    return value or None
+
+
+def _would_loop(promoter: Promoter, sponsor: Promoter) -> bool:
+    """True when ``sponsor`` is ``promoter`` or sits below it in the tree."""
+    seen = set()
+    current_id = sponsor.pk
+    while current_id is not None and current_id not in seen:
+        if current_id == promoter.pk:
+            return True
+        seen.add(current_id)
+        current_id = Promoter.objects.filter(pk=current_id).values_list("sponsor_id", flat=True).first()
+    return current_id is not None  # a pre-existing loop above: refuse as well
+
+
+def _apply(promoter: Promoter, merchant: Merchant, fields: dict) -> None:
+    problems: dict[str, list[str]] = {}
+    unknown = set(fields) - set(PROMOTER_FIELDS)
+    if unknown:
+        raise ServiceValidationError({f: ["Unknown field."] for f in sorted(unknown)})
+    if "email" in fields:
+        email = fields["email"]
+        try:
+            if not isinstance(email, str):
+                raise DjangoValidationError("bad")
+            email = email.strip()
+            validate_email(email)
+            promoter.email = email
+        except DjangoValidationError:
+            problems["email"] = ["Give a valid email address."]
+    if "name" in fields:
+        name = fields["name"].strip() if isinstance(fields["name"], str) else ""
+        if not name or len(name) > 200:
+            problems["name"] = ["A name of 1 to 200 characters is required."]
+        promoter.name = name
+    if "program" in fields:
+        program = fields["program"]
+        if not isinstance(program, Program) or program.merchant_id != merchant.pk:
+            problems["program"] = ["No program with this id."]
+        else:
+            promoter.program = program
+    if "sponsor" in fields:
+        sponsor = fields["sponsor"]
+        if sponsor is None:
+            promoter.sponsor = None
+        elif not isinstance(sponsor, Promoter) or sponsor.merchant_id != merchant.pk:
+            problems["sponsor"] = ["No promoter with this id."]
+        elif promoter.pk is not None and _would_loop(promoter, sponsor):
+            problems["sponsor"] = ["This sponsor would make a loop in the sponsor tree."]
+        else:
+            promoter.sponsor = sponsor
+    if "customer_id" in fields:
+        promoter.customer_id = _optional_string(fields["customer_id"], "customer_id", 255, problems)
+    if "coupon_code" in fields:
+        coupon = _optional_string(fields["coupon_code"], "coupon_code", 64, problems)
+        if coupon is not None:
+            taken = (
+                Promoter.objects.annotate(key=Upper("coupon_code"))
+                .filter(merchant=merchant, key=coupon.upper())
+                .exclude(pk=promoter.pk)
+                .exists()
+            )
+            if taken:
+                problems["coupon_code"] = ["Another promoter of this merchant has this coupon code."]
+        promoter.coupon_code = coupon
+    if "commission_rate" in fields:
+        raw = fields["commission_rate"]
+        if raw is None:
+            promoter.commission_rate = None
+        else:
+            try:
+                promoter.commission_rate = parse_rate(raw, what="commission rate")
+            except FieldProblem as exc:
+                problems["commission_rate"] = [str(exc)]
+    if "payout_plan" in fields:
+        if fields["payout_plan"] not in Promoter.PayoutPlan.values:
+            problems["payout_plan"] = [f"Choose one of: {', '.join(Promoter.PayoutPlan.values)}."]
+        else:
+            promoter.payout_plan = fields["payout_plan"]
+    if "status" in fields:
+        if fields["status"] not in Promoter.Status.values:
+            problems["status"] = ["Choose active or inactive."]
+        else:
+            promoter.status = fields["status"]
+    if "email" not in problems and "program" not in problems and promoter.program_id and promoter.email:
+        clash = Promoter.objects.filter(program_id=promoter.program_id, email__iexact=promoter.email).exclude(pk=promoter.pk)
+        if clash.exists():
+            problems["email"] = ["A promoter with this email is already in the program."]
+    if problems:
+        raise ServiceValidationError(problems)
+
+
+def promoter_create(*, merchant: Merchant, **fields) -> Promoter:
+    missing = [f for f in ("email", "name", "program") if fields.get(f) in (None, "")]
+    if missing:
+        raise ServiceValidationError({f: ["This field is required."] for f in missing})
+    for _ in range(5):
+        promoter = Promoter(merchant=merchant)
+        try:
+            with transaction.atomic():
+                _lock_tree(merchant)
+                _apply(promoter, merchant, fields)
+                promoter.referral_code = _referral_code()
+                promoter.save()
+                return promoter
+        except IntegrityError as exc:
+            _raise_for_integrity(exc)
+    raise RuntimeError("Could not draw a unique referral code.")
+
+
+def promoter_update(*, promoter: Promoter, **fields) -> Promoter:
+    try:
+        with transaction.atomic():
+            _lock_tree(promoter.merchant)
+            promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
+            _apply(promoter, promoter.merchant, fields)
+            promoter.save()
+            return promoter
+    except IntegrityError as exc:
+        _raise_for_integrity(exc)
+        raise
+
+
+def _lock_tree(merchant: Merchant) -> None:
+    """Serialise changes to one merchant's tree, so two moves cannot close a loop together."""
+    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
+
+
+def _raise_for_integrity(exc: IntegrityError) -> None:
+    text = str(exc).lower()
+    if "coupon" in text:
+        raise ServiceValidationError({"coupon_code": ["Another promoter of this merchant has this coupon code."]}) from exc
+    if "email" in text:
+        raise ServiceValidationError({"email": ["A promoter with this email is already in the program."]}) from exc
+    if "referral_code" in text:
+        return  # draw another code
+    raise exc
