@@ -285,9 +285,11 @@ def click_record(
     user_agent: str = "",
     referrer: str = "",
     subs: dict[str, str] | None = None,
+    at=None,
 ) -> Click:
-    """Store one click; create the visitor when the browser brought no valid id."""
-    now = timezone.now()
+    """Store one click; create the visitor when the browser brought no valid id.
+    ``at`` backdates the click (the traffic simulator); the redirect leaves it unset."""
+    now = at or timezone.now()
     subs = subs or {}
     new_visitor = visitor_id is None
     if new_visitor:

@@ -14,3 +14,5 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 # Tests that need a real broker opt in with their own app configuration.
 CELERY_TASK_ALWAYS_EAGER = True  # noqa: F405
 CELERY_BROKER_URL = "memory://"
+# A process-local cache: suite workers must not flush each other's Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
