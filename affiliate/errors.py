@@ -33,7 +33,7 @@ class ApiError(exceptions.APIException):
 class ServiceValidationError(Exception):
     """Raised by services for bad input; the API turns it into a 400 with ``fields``."""
 
-    def __init__(self, fields: dict[str, list[str]] | None = None, *, message: str = "The request is not valid.", code: str = "invalid"):
+    def __init__(self, fields: dict[str, list[str]] | None = None, *, message: str = "The request is not valid; see fields.", code: str = "invalid"):
         super().__init__(message)
         self.fields = fields or {}
         self.message = message

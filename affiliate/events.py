@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -143,7 +143,7 @@ def _occurred_at(raw, problems: dict) -> datetime:
     if timezone.is_naive(parsed):
         problems.setdefault("occurred_at", []).append("The time needs a UTC offset (Z or +hh:mm).")
         return now
-    parsed = parsed.astimezone(timezone.UTC)
+    parsed = parsed.astimezone(UTC)
     if parsed > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
         problems.setdefault("occurred_at", []).append("The time lies in the future.")
     return parsed
