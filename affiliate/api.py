@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import events, money, services
-from .api_common import MerchantScopedViewSet, body_dict, errors, resolve_id
+from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, resolve_id
 from .errors import ApiError, ServiceValidationError
 from .models import ConversionEvent, Merchant, Program, ReferralLink
 from .validation import format_rate
@@ -52,7 +52,7 @@ class MerchantView(APIView):
     )
     def patch(self, request):
         data = body_dict(request)
-        fields = {k: data[k] for k in ("name", "domains", "require_signature") if k in data}
+        fields = known_fields(data, ("name", "domains", "require_signature"), ("id",))
         if "require_signature" in fields and not isinstance(fields["require_signature"], bool):
             raise ServiceValidationError({"require_signature": ["Must be true or false."]})
         merchant = services.merchant_update(merchant=request.user.merchant, **fields)
@@ -102,7 +102,7 @@ class ProgramSerializer(serializers.Serializer):
 
 
 def program_fields(data: dict) -> dict:
-    return {k: data[k] for k in services.PROGRAM_FIELDS if k in data}
+    return known_fields(data, services.PROGRAM_FIELDS, ("id", "is_default"))
 
 
 @extend_schema(tags=["programs"])

@@ -59,3 +59,12 @@ class MerchantScopedViewSet(viewsets.GenericViewSet):
     @property
     def merchant(self) -> Merchant:
         return self.request.user.merchant
+
+
+def known_fields(data: dict, writable, read_only=()) -> dict:
+    """The writable fields of a body. Echoed read-only fields are allowed; anything else is a
+    400, so that a misspelt setting is never silently ignored."""
+    unknown = sorted(set(data) - set(writable) - set(read_only))
+    if unknown:
+        raise ServiceValidationError({name: ["Unknown field."] for name in unknown})
+    return {name: data[name] for name in writable if name in data}

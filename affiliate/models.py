@@ -28,6 +28,10 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=(millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
 
 
+def default_tier_rates() -> list[str]:
+    return ["0.05", "0.03", "0.02", "0.01"]
+
+
 RATE_VALIDATORS = [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]
 
 
@@ -79,7 +83,7 @@ class Program(models.Model):
     registration_bounty_minor = models.BigIntegerField(default=0)
     first_purchase_rate = rate_field("0.10")
     repeat_purchase_rate = rate_field("0.05")
-    tier_rates = models.JSONField(default=list, help_text="Override rates for upline levels 1..N (N ≤ 10), as strings.")
+    tier_rates = models.JSONField(default=default_tier_rates, help_text="Override rates for upline levels 1..N (N ≤ 10), as strings.")
     compress_inactive = models.BooleanField(default=False)
     duplicate_click_seconds = models.PositiveIntegerField(default=0)
     hold_days = models.PositiveIntegerField(default=30)

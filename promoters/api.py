@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.response import Response
 
-from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, resolve_id
+from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, resolve_id
 from affiliate.errors import ServiceValidationError
 from affiliate.models import Program
 from affiliate.validation import format_rate
@@ -47,7 +47,7 @@ class PromoterSerializer(serializers.Serializer):
 
 
 def promoter_fields(merchant_id: int, data: dict) -> dict:
-    fields = {k: data[k] for k in services.PROMOTER_FIELDS if k in data}
+    fields = known_fields(data, services.PROMOTER_FIELDS, ("id", "referral_code", "created_at"))
     problems: dict = {}
     if "program" in fields and fields["program"] is not None:
         fields["program"] = resolve_id(Program, merchant_id, fields["program"], "program", problems)
