@@ -1,0 +1,230 @@
+"""Helpers for the tests that need real services: PostgreSQL, Redis, a Celery worker, threads.
+
+Tests marked ``postgres`` skip on SQLite and tests marked ``redis`` skip without
+``REDIS_URL``; the skip marks here say so with a reason, so a dev machine without the
+services runs the rest of the suite and CI (``.ci/run``) runs everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The Redis database the Celery worker test owns: flushed before and after use.
+WORKER_REDIS_DB = 14
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "") or getattr(settings, "REDIS_URL", "")
+
+
+needs_postgres = pytest.mark.skipif(
+    not is_postgres(),
+    reason="needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test (the suite runs on SQLite)",
+)
+needs_redis = pytest.mark.skipif(
+    not redis_url(), reason="needs a real Redis: set REDIS_URL=redis://127.0.0.1:6379/0"
+)
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """The same Redis server, another database number."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", ""))
+
+
+def database_url_in_use() -> str:
+    """A DATABASE_URL naming the database this test process is connected to right now
+    (the test database, e.g. ``test_test_gw0`` under xdist)."""
+    conf = connection.settings_dict
+    user = quote(conf.get("USER") or "", safe="")
+    password = conf.get("PASSWORD") or ""
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host = conf.get("HOST") or "127.0.0.1"
+    port = f":{conf['PORT']}" if conf.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{quote(conf['NAME'], safe='')}"
+
+
+# --- Celery -----------------------------------------------------------------------------
+
+
+def _reset_broker_pools(app) -> None:
+    """Forget the app's broker connection and producer pools so that the next publish
+    connects to whatever ``broker_url`` says now (Celery caches both on first use)."""
+    pool = app._pool
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.force_close_all()
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        producers = amqp._producer_pool
+        if producers is not None:
+            with contextlib.suppress(Exception):
+                producers.force_close_all()
+        amqp._producer_pool = None
+
+
+@contextlib.contextmanager
+def celery_publishing_to(broker_url: str) -> Iterator[None]:
+    """In this process, send tasks to ``broker_url`` instead of running them inline."""
+    from config.celery import app
+
+    saved = {name: app.conf[name] for name in ("broker_url", "task_always_eager")}
+    _reset_broker_pools(app)
+    app.conf.broker_url = broker_url
+    app.conf.task_always_eager = False
+    try:
+        yield
+    finally:
+        _reset_broker_pools(app)
+        app.conf.broker_url = saved["broker_url"]
+        app.conf.task_always_eager = saved["task_always_eager"]
+
+
+@contextlib.contextmanager
+def point_broker_at(broker_url: str) -> Iterator[None]:
+    """Switch where this process publishes, for the duration of the block."""
+    from config.celery import app
+
+    saved = app.conf.broker_url
+    _reset_broker_pools(app)
+    app.conf.broker_url = broker_url
+    try:
+        yield
+    finally:
+        _reset_broker_pools(app)
+        app.conf.broker_url = saved
+
+
+class CeleryWorker:
+    """A real ``celery -A config worker`` in a subprocess, its output kept in a file."""
+
+    def __init__(self, *, database_url: str, broker_url: str, queues: str = "events,default"):
+        self.database_url = database_url
+        self.broker_url = broker_url
+        self.queues = queues
+        self.process: subprocess.Popen | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+        env.pop("SQLITE_PATH", None)
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.broker_url,
+            SECRET_KEY="celery-worker-test-secret-key-0123456789abcdef",
+            DEBUG="0",
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "celery", "-A", "config", "worker",
+            "-Q", self.queues, "--pool=solo", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"pytest-{os.getpid()}@%h",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=BASE_DIR, env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Wait (bounded) for the worker's "ready" line; fail with its log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the Celery worker exited with {self.process.returncode}:\n{self.log()}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the Celery worker was not ready within {timeout:.0f} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill; only this worker's own process group."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._log.name)
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (bounded); return that or ``None``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value or None
+        time.sleep(interval)
+
+
+# --- Threads ----------------------------------------------------------------------------
+
+
+def run_at_once(calls: list[Callable[[], object]], *, timeout: float = 60.0) -> list[object]:
+    """Run each call in its own thread, all released together by a barrier; return their
+    results in order. Each thread opens its own database connection before the barrier and
+    closes it at the end; an exception in a thread is re-raised here."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+    failures: list[BaseException] = []
+
+    def worker(index: int, call: Callable[[], object]) -> None:
+        try:
+            connection.ensure_connection()
+            barrier.wait(timeout=timeout)
+            results[index] = call()
+        except BaseException as exc:  # noqa: BLE001 - reported in the main thread
+            failures.append(exc)
+            barrier.abort()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i, call), daemon=True) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a request thread did not finish"
+    if failures:
+        raise failures[0]
+    return results
