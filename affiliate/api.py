@@ -356,3 +356,9 @@ class PostbackView(APIView):
                 raise ApiError("invalid_signature", "The sig parameter is missing or wrong.", status_code=403)
         params.pop("sig", None)
         return ingest_response(merchant, params, request, "postback")
+
+
+class PostbackSlashView(PostbackView):
+    """``/postback/<token>/``: the same endpoint; documented once, without the slash."""
+
+    schema = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import Merchant
@@ -59,3 +60,11 @@ class MerchantKeyAuthentication(authentication.BaseAuthentication):
 class IsMerchant(permissions.BasePermission):
     def has_permission(self, request, view):
         return isinstance(request.user, MerchantPrincipal)
+
+
+class MerchantKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "affiliate.auth.MerchantKeyAuthentication"
+    name = "BearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "The merchant API key printed by create_merchant."}

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import SimpleRouter
 
 from affiliate import views as tracking
-from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackView, ProgramViewSet
+from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
 from promoters.api import PromoterViewSet
 
 router = SimpleRouter(trailing_slash=True)
@@ -25,7 +25,8 @@ api_v1 = [
 
 urlpatterns = [
     re_path(r"^r/(?P<code>[^/]+)/?$", tracking.track_redirect, name="track-redirect"),
-    re_path(r"^postback/(?P<token>[^/]+)/?$", PostbackView.as_view(), name="postback"),
+    path("postback/<str:token>", PostbackView.as_view(), name="postback"),
+    path("postback/<str:token>/", PostbackSlashView.as_view()),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
     path("healthz", tracking.healthz, name="healthz"),
