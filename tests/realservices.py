@@ -68,19 +68,25 @@ def database_url_in_use() -> str:
 
 
 def _reset_broker_pools(app) -> None:
-    """Forget the app's broker connection and producer pools so that the next publish
-    connects to whatever ``broker_url`` says now (Celery caches both on first use)."""
-    pool = app._pool
-    if pool is not None:
+    """Close and forget the app's broker connection and producer pools, so that the next
+    publish connects to whatever ``broker_url`` says now. Celery caches both on the app on
+    first use, and kombu keeps them in global groups keyed by connection: a closed pool left
+    there would be handed out again ("Acquire on closed pool")."""
+    from kombu import pools
+
+    amqp = app.__dict__.get("amqp")
+    cached = [app._pool, amqp._producer_pool if amqp is not None else None]
+    for pool in cached:
+        if pool is None:
+            continue
+        for group in (pools.producers, pools.connections):
+            for key, value in list(group.items()):
+                if value is pool:
+                    dict.__delitem__(group, key)  # the raw key: EqualityDict hashes again
         with contextlib.suppress(Exception):
             pool.force_close_all()
     app._pool = None
-    amqp = app.__dict__.get("amqp")
     if amqp is not None:
-        producers = amqp._producer_pool
-        if producers is not None:
-            with contextlib.suppress(Exception):
-                producers.force_close_all()
         amqp._producer_pool = None
 
 
