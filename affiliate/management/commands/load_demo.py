@@ -1,0 +1,77 @@
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from affiliate import services
+from affiliate.models import Merchant, ReferralLink
+from affiliate.simulation import simulate
+
+DEMO_NAME = "Demo Shop"
+DEMO_DOMAIN = "shop.example.com"
+
+
+class Command(BaseCommand):
+    help = (
+        "Set up the local demo (DEBUG only): an admin/admin superuser, the merchant 'Demo Shop' with "
+        "simulated traffic, and a fresh API key for it. Safe to run again: nothing is created twice."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the server answers.")
+        parser.add_argument("--promoters", type=int, default=50)
+        parser.add_argument("--days", type=int, default=30)
+        parser.add_argument("--visitors-per-day", type=float, default=100)
+        parser.add_argument("--seed", type=int, default=1)
+
+    def handle(self, *args, base_url, promoters, days, visitors_per_day, seed, verbosity, **options):
+        if not settings.DEBUG:
+            raise CommandError(
+                "load_demo creates a superuser admin with the password 'admin'; it runs only with DEBUG=1."
+            )
+        base_url = base_url.rstrip("/")
+        out = self.stdout.write
+
+        User = get_user_model()
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", "admin")
+            out("Created the superuser admin (password admin).")
+
+        merchant = Merchant.objects.filter(name=DEMO_NAME).order_by("id").first()
+        first_run = merchant is None
+        credentials = None
+        if first_run:
+            with transaction.atomic():
+                credentials = services.merchant_create(name=DEMO_NAME, domains=[DEMO_DOMAIN])
+            merchant = credentials.merchant
+            out(f"Created the merchant {DEMO_NAME} (id {merchant.pk}); simulating {days} days of traffic...")
+            progress = (lambda message: self.stderr.write(message)) if verbosity >= 2 else None
+            summary = simulate(
+                merchant_objects=[merchant],
+                promoters=promoters,
+                days=days,
+                visitors_per_day=visitors_per_day,
+                seed=seed,
+                progress=progress,
+            )
+            out(summary.as_text())
+        api_key = services.merchant_rotate_api_key(merchant=merchant)
+
+        link = (
+            ReferralLink.objects.filter(merchant=merchant, promoter__status="active").order_by("id").first()
+            or ReferralLink.objects.filter(merchant=merchant).order_by("id").first()
+        )
+        out("")
+        out("The demo is ready:")
+        out(f"  API docs (Swagger UI)  {base_url}/api/v1/docs/")
+        out(f"  Django admin           {base_url}/admin/  (user admin, password admin)")
+        if link is not None:
+            out(f"  A referral link        {base_url}/r/{link.code}  (to {link.destination_url})")
+        out(f"  Merchant API key       {api_key}  (new on every run; the previous one no longer works)")
+        if credentials is not None:
+            out(f"  Postback URL           {base_url}/postback/{credentials.postback_token}"
+                "?type=registration&customer_id=demo-1")
+            out(f"  Postback secret        {credentials.postback_secret}  (shown this once)")
+        out("")
+        out("Try it:")
+        out(f"  curl -s -H 'Authorization: Bearer {api_key}' '{base_url}/api/v1/events/?type=purchase'")
