@@ -321,6 +321,7 @@ def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source
         source=source,
         payload=_json_safe(payload),
         warnings=warnings,
+        terms=program.terms(),
         occurred_at=data.occurred_at,
     )
     if click is not None:

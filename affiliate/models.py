@@ -116,6 +116,22 @@ class Program(models.Model):
     def tier_rate_decimals(self) -> list[Decimal]:
         return [Decimal(r) for r in self.tier_rates]
 
+    def terms(self) -> dict:
+        """The settings that decide money, as stored with each event."""
+        return {
+            "currency": self.currency,
+            "attribution_model": self.attribution_model,
+            "first_click_share": str(self.first_click_share),
+            "last_click_share": str(self.last_click_share),
+            "lookback_days": self.lookback_days,
+            "registration_bounty_minor": self.registration_bounty_minor,
+            "first_purchase_rate": str(self.first_purchase_rate),
+            "repeat_purchase_rate": str(self.repeat_purchase_rate),
+            "tier_rates": [str(r) for r in self.tier_rates],
+            "compress_inactive": self.compress_inactive,
+            "hold_days": self.hold_days,
+        }
+
 
 class ReferralLink(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="links")
@@ -255,6 +271,9 @@ class ConversionEvent(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     payload = models.JSONField(default=dict)
     warnings = models.JSONField(default=list, blank=True)
+    # The program's money terms when the event was received: a later change of the program
+    # applies to events received after it, even if this one is processed later.
+    terms = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)

@@ -7,7 +7,8 @@ are exact on every database (SQLite would sum decimal columns as floats).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from fractions import Fraction
 from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -94,31 +95,42 @@ def multiply(amount: Decimal, rate: Decimal, currency: str) -> Decimal:
     return quantize(amount * rate, currency)
 
 
-def split(amount: Decimal, weights: Sequence[Decimal], currency: str) -> list[Decimal]:
+def prorate(amount: Decimal, part: Decimal, whole: Decimal, currency: str) -> Decimal:
+    """``amount × part / whole`` rounded half-up to the minor unit, in exact integer arithmetic
+    (amounts non-negative, ``whole`` positive)."""
+    a, p, w = (to_minor(quantize(x, currency), currency) for x in (amount, part, whole))
+    if a < 0 or p < 0 or w <= 0:
+        raise MoneyError("prorate takes non-negative amounts and a positive whole")
+    return from_minor((2 * a * p + w) // (2 * w), currency)
+
+
+def split(amount: Decimal, weights: Sequence[Decimal | Fraction], currency: str, *, tie_order: Sequence[int] | None = None) -> list[Decimal]:
     """Split ``amount`` by ``weights`` into minor-unit parts that add up to it exactly.
 
-    Largest remainder: every part first gets its share rounded down; the cents left over go
-    one each to the parts with the largest remainders, ties to the earlier part.
-    Weights must be non-negative with a positive sum (they need not sum to 1).
+    Largest remainder: every part first gets its share rounded down; the units left over go
+    one each to the parts with the largest remainders; equal remainders go first to the part
+    earliest in ``tie_order`` (default: list order). Weights are exact (``Decimal`` or
+    ``Fraction``), non-negative, with a positive sum; they need not sum to 1.
     """
     if not weights:
         raise MoneyError("Nothing to split between.")
-    total_weight = sum(weights, Decimal(0))
-    if total_weight <= 0 or any(w < 0 for w in weights):
+    exact_weights = [Fraction(w) for w in weights]
+    total_weight = sum(exact_weights, Fraction(0))
+    if total_weight <= 0 or any(w < 0 for w in exact_weights):
         raise MoneyError("Weights must be non-negative with a positive sum.")
+    order = list(tie_order) if tie_order is not None else list(range(len(weights)))
     digits = minor_digits(currency)
     total_minor = int(amount.scaleb(digits).to_integral_value(rounding=ROUND_HALF_UP))
     sign = -1 if total_minor < 0 else 1
     total_minor = abs(total_minor)
     floors: list[int] = []
-    remainders: list[tuple[Decimal, int]] = []
-    for index, weight in enumerate(weights):
-        exact = Decimal(total_minor) * weight / total_weight
-        floor = int(exact.to_integral_value(rounding=ROUND_DOWN))
+    remainders: list[tuple[Fraction, int, int]] = []
+    for index, weight in enumerate(exact_weights):
+        exact = total_minor * weight / total_weight
+        floor = exact.numerator // exact.denominator
         floors.append(floor)
-        remainders.append((exact - floor, index))
+        remainders.append((exact - floor, order[index], index))
     left = total_minor - sum(floors)
-    # Largest remainder first; among equal remainders the earlier index wins.
-    for _, index in sorted(remainders, key=lambda pair: (-pair[0], pair[1]))[:left]:
+    for _, _, index in sorted(remainders, key=lambda item: (-item[0], item[1]))[:left]:
         floors[index] += 1
     return [from_minor(sign * part, currency) for part in floors]

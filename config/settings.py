@@ -144,6 +144,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "affiliate.requeue_stale_events",
         "schedule": timedelta(seconds=30),
     },
+    "approve-due-commissions": {
+        "task": "payouts.approve_due",
+        "schedule": timedelta(minutes=5),
+    },
 }
 # Events still queued after this long are handed to the workers again by the sweep.
 EVENT_REQUEUE_AFTER_SECONDS = int(os.environ.get("EVENT_REQUEUE_AFTER_SECONDS", "30"))

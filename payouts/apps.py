@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class PayoutsConfig(AppConfig):
     name = "payouts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Downstream fills the upstream registries: affiliate never imports payouts.
+        from affiliate import events
+
+        from . import selectors, services
+
+        events.register_processor(services.process_conversion)
+        events.register_body_section("attribution", selectors.event_attribution)
+        events.register_body_section("commissions", selectors.event_commissions)

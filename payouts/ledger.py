@@ -1,0 +1,113 @@
+"""Posting to the double-entry ledger: balanced journals, running balances by ``F()``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import F
+from django.utils import timezone
+
+from .models import Account, Commission, Entry, Journal
+
+
+@dataclass
+class Posting:
+    journal: Journal
+    lines: list[tuple[Account, int]] = field(default_factory=list)
+
+
+class UnbalancedJournal(ValueError):
+    pass
+
+
+def promoter_accounts(merchant_id: int, currency: str, promoter_ids: Iterable[int]) -> dict[tuple[int, str], Account]:
+    """The pending/available/paid accounts of these promoters, created when missing."""
+    ids = set(promoter_ids)
+    if not ids:
+        return {}
+    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PAID)
+
+    def load():
+        return {
+            (a.promoter_id, a.kind): a
+            for a in Account.objects.filter(promoter_id__in=ids, currency=currency, kind__in=kinds)
+        }
+
+    accounts = load()
+    missing = [
+        Account(merchant_id=merchant_id, promoter_id=p, kind=k, currency=currency)
+        for p in ids
+        for k in kinds
+        if (p, k) not in accounts
+    ]
+    if missing:
+        Account.objects.bulk_create(missing, ignore_conflicts=True)
+        accounts = load()
+    return accounts
+
+
+def expense_account(merchant_id: int, currency: str) -> Account:
+    account = Account.objects.filter(merchant_id=merchant_id, promoter__isnull=True, kind=Account.Kind.EXPENSE, currency=currency).first()
+    if account is None:
+        Account.objects.bulk_create(
+            [Account(merchant_id=merchant_id, kind=Account.Kind.EXPENSE, currency=currency, tracks_balance=False)],
+            ignore_conflicts=True,
+        )
+        account = Account.objects.get(merchant_id=merchant_id, promoter__isnull=True, kind=Account.Kind.EXPENSE, currency=currency)
+    return account
+
+
+def post(postings: list[Posting]) -> None:
+    """Write journals and entries, then move running balances: one ``F()`` update per
+    account, in account order so that concurrent posters cannot deadlock."""
+    if not postings:
+        return
+    for posting in postings:
+        if sum(amount for _, amount in posting.lines) != 0:
+            raise UnbalancedJournal(f"{posting.journal.kind} journal does not balance: {posting.lines}")
+    journals = Journal.objects.bulk_create([p.journal for p in postings])
+    now = timezone.now()
+    entries = []
+    deltas: dict[int, int] = defaultdict(int)
+    for journal, posting in zip(journals, postings, strict=True):
+        for account, amount in posting.lines:
+            if amount == 0:
+                continue
+            entries.append(Entry(journal=journal, account=account, amount_minor=amount, created_at=now))
+            if account.tracks_balance:
+                deltas[account.pk] += amount
+    Entry.objects.bulk_create(entries)
+    for account_id in sorted(deltas):
+        if deltas[account_id]:
+            Account.objects.filter(pk=account_id).update(balance_minor=F("balance_minor") + deltas[account_id])
+
+
+def sits_in(commission: Commission) -> str:
+    """The promoter account a commission's money is in: pending until approved, then available
+    (a paid commission's clawback comes out of available too)."""
+    return Account.Kind.PENDING if commission.status == Commission.Status.PENDING else Account.Kind.AVAILABLE
+
+
+def creation(commission: Commission, accounts: dict, expense: Account) -> Posting:
+    kind = {
+        Commission.Kind.REVERSAL: Journal.Kind.REVERSAL,
+    }.get(commission.kind, Journal.Kind.COMMISSION)
+    if commission.kind == Commission.Kind.REVERSAL and commission.reverses.status == Commission.Status.PAID:
+        kind = Journal.Kind.CLAWBACK
+    account = accounts[(commission.promoter_id, sits_in(commission))]
+    return Posting(
+        Journal(merchant_id=commission.merchant_id, kind=kind, commission=commission, memo=f"{commission.kind} on event {commission.event_id}"),
+        [(account, commission.amount_minor), (expense, -commission.amount_minor)],
+    )
+
+
+def approval(commission: Commission, accounts: dict) -> Posting:
+    return Posting(
+        Journal(merchant_id=commission.merchant_id, kind=Journal.Kind.APPROVAL, commission=commission, memo="hold ended"),
+        [
+            (accounts[(commission.promoter_id, Account.Kind.PENDING)], -commission.amount_minor),
+            (accounts[(commission.promoter_id, Account.Kind.AVAILABLE)], commission.amount_minor),
+        ],
+    )

@@ -1,0 +1,59 @@
+"""Reads of commissions and balances."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from django.db.models import Sum
+
+from affiliate import money
+from affiliate.models import ConversionEvent
+from attribution.engine import weight_string
+from attribution.models import Credit
+from promoters.models import Promoter
+
+from .models import Account, Commission, Entry
+
+
+def promoter_balance(promoter: Promoter) -> dict[str, str]:
+    """``{"currency", "pending", "available", "paid"}`` from the running balances."""
+    currency = promoter.program.currency
+    balances = dict(
+        Account.objects.filter(promoter=promoter, currency=currency).values_list("kind", "balance_minor")
+    )
+    return {
+        "currency": currency,
+        **{kind: money.format_minor(balances.get(kind, 0), currency) for kind in ("pending", "available", "paid")},
+    }
+
+
+def account_balance_from_entries(account: Account) -> int:
+    return Entry.objects.filter(account=account).aggregate(total=Sum("amount_minor"))["total"] or 0
+
+
+def event_attribution(event: ConversionEvent) -> list[dict]:
+    return [
+        {
+            "promoter": promoter_id,
+            "weight": weight_string(Fraction(exact)),
+            "revenue": money.format_minor(revenue, currency),
+        }
+        for promoter_id, exact, revenue, currency in Credit.objects.filter(event=event)
+        .order_by("first_position")
+        .values_list("promoter_id", "weight_exact", "revenue_minor", "currency")
+    ]
+
+
+def commission_row(c: Commission) -> dict:
+    return {
+        "id": c.pk,
+        "promoter": c.promoter_id,
+        "kind": c.kind,
+        "level": c.level,
+        "amount": money.format_minor(c.amount_minor, c.currency),
+        "status": c.status,
+    }
+
+
+def event_commissions(event: ConversionEvent) -> list[dict]:
+    return [commission_row(c) for c in Commission.objects.filter(event=event).order_by("id")]

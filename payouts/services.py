@@ -1,0 +1,210 @@
+"""Commissions from conversions, written to the ledger; approval when the hold ends.
+
+``process_conversion`` is the step that ``affiliate`` runs for each event (registered by
+name in ``PayoutsConfig.ready``); it runs inside the event's processing transaction, under
+the event's row lock, so a crash half-way leaves nothing and a second run finds the event
+already processed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from affiliate import money
+from affiliate.models import ConversionEvent
+from attribution import services as attribution
+from promoters.models import Promoter
+
+from . import ledger, rules
+from .models import Commission
+
+
+def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, rules.PromoterFact]:
+    """The credited promoters and enough of their uplines: one query per tree level."""
+    facts: dict[int, rules.PromoterFact] = {}
+    frontier = set(promoter_ids)
+    depth = 0
+    limit = rules.MAX_UPLINE_WALK if compress else levels
+    while frontier and depth <= limit:
+        rows = Promoter.objects.filter(pk__in=frontier).values_list("id", "status", "sponsor_id", "customer_id", "commission_rate")
+        frontier = set()
+        for pk, status, sponsor_id, customer_id, own_rate in rows:
+            facts[pk] = rules.PromoterFact(pk, status == Promoter.Status.ACTIVE, sponsor_id, customer_id, own_rate)
+            if sponsor_id is not None and sponsor_id not in facts:
+                frontier.add(sponsor_id)
+        depth += 1
+    return facts
+
+
+def _immediate(promoter_ids) -> set[int]:
+    return set(
+        Promoter.objects.filter(pk__in=set(promoter_ids), payout_plan=Promoter.PayoutPlan.IMMEDIATE).values_list("id", flat=True)
+    )
+
+
+def process_conversion(event: ConversionEvent) -> None:
+    if Commission.objects.filter(event=event).exists():
+        return  # already written (the event's status guard makes this unreachable; belt and braces)
+    if event.type == ConversionEvent.Type.REFUND:
+        _process_refund(event)
+    else:
+        _process_gain(event)
+
+
+def _process_gain(event: ConversionEvent) -> None:
+    terms = rules.Terms.from_snapshot(event.terms)
+    credits = attribution.attribution_record(event=event)
+    if not credits:
+        return
+    customer_id = event.customer.external_id
+    facts = promoter_facts([c.promoter_id for c in credits], levels=len(terms.tier_rates), compress=terms.compress_inactive)
+    if event.type == ConversionEvent.Type.REGISTRATION:
+        last = max(credits, key=lambda c: c.first_position).promoter_id
+        lines = rules.registration_lines(last, customer_id=customer_id, promoters=facts, terms=terms)
+    else:
+        shares = [rules.ShareFact(c.promoter_id, money.from_minor(c.revenue_minor, event.currency)) for c in credits]
+        lines = rules.purchase_lines(
+            shares,
+            first_purchase=event.stage == "first_purchase",
+            customer_id=customer_id,
+            promoters=facts,
+            terms=terms,
+        )
+    available_at = event.occurred_at + timedelta(days=terms.hold_days)
+    commissions = [
+        Commission(
+            merchant_id=event.merchant_id,
+            program_id=event.program_id,
+            event=event,
+            promoter_id=line.promoter_id,
+            source_promoter_id=line.source_promoter_id,
+            kind=line.kind,
+            level=line.level,
+            amount_minor=money.to_minor(line.amount, event.currency),
+            currency=event.currency,
+            base_minor=money.to_minor(line.base, event.currency),
+            rate=line.rate,
+            available_at=available_at,
+        )
+        for line in lines
+    ]
+    _write(event, commissions)
+
+
+def _process_refund(event: ConversionEvent) -> None:
+    purchase = event.purchase
+    refunded = sum(ConversionEvent.objects.filter(purchase=purchase).values_list("amount_minor", flat=True))
+    completes = refunded >= purchase.amount_minor
+    attribution.refund_credits_record(refund=event, purchase=purchase, completes_order=completes)
+    originals = list(
+        Commission.objects.select_for_update().filter(event=purchase).exclude(kind=Commission.Kind.REVERSAL).order_by("id")
+    )
+    if not originals:
+        return
+    reversed_so_far: dict[int, int] = {}
+    for parent_id, amount in Commission.objects.filter(reverses__in=originals).values_list("reverses_id", "amount_minor"):
+        reversed_so_far[parent_id] = reversed_so_far.get(parent_id, 0) + amount
+    currency = purchase.currency
+    amounts = rules.reversal_amounts(
+        [
+            rules.CommissionFact(c.id, c.amount, money.from_minor(reversed_so_far.get(c.id, 0), currency))
+            for c in originals
+        ],
+        refund=event.amount,
+        order_amount=purchase.amount,
+        completes_order=completes,
+        currency=currency,
+    )
+    by_id = {c.id: c for c in originals}
+    reversals = []
+    for parent_id, amount in amounts:
+        parent = by_id[parent_id]
+        settled = parent.status != Commission.Status.PENDING
+        reversals.append(
+            Commission(
+                merchant_id=event.merchant_id,
+                program_id=parent.program_id,
+                event=event,
+                promoter_id=parent.promoter_id,
+                source_promoter_id=parent.source_promoter_id,
+                kind=Commission.Kind.REVERSAL,
+                level=parent.level,
+                amount_minor=money.to_minor(amount, currency),
+                currency=currency,
+                base_minor=parent.base_minor,
+                rate=parent.rate,
+                reverses=parent,
+                # A reversal sits where its commission sits: on hold with it, or at once
+                # against available (a clawback when the commission was already paid).
+                status=Commission.Status.APPROVED if settled else Commission.Status.PENDING,
+                approved_at=timezone.now() if settled else None,
+                available_at=parent.available_at,
+            )
+        )
+    _write(event, reversals)
+
+
+def _write(event: ConversionEvent, commissions: list[Commission]) -> None:
+    if not commissions:
+        return
+    now = timezone.now()
+    immediate = _immediate(c.promoter_id for c in commissions)
+    for commission in commissions:
+        if commission.kind != Commission.Kind.REVERSAL and (commission.promoter_id in immediate or commission.available_at <= now):
+            commission.status = Commission.Status.APPROVED
+            commission.approved_at = now
+    Commission.objects.bulk_create(commissions)
+    accounts = ledger.promoter_accounts(event.merchant_id, event.currency, {c.promoter_id for c in commissions})
+    expense = ledger.expense_account(event.merchant_id, event.currency)
+    postings = []
+    for commission in commissions:
+        if commission.kind == Commission.Kind.REVERSAL:
+            postings.append(ledger.creation(commission, accounts, expense))
+            continue
+        # Every commission passes through pending, so the ledger tells the whole story.
+        approved_now = commission.status == Commission.Status.APPROVED
+        commission.status = Commission.Status.PENDING
+        postings.append(ledger.creation(commission, accounts, expense))
+        if approved_now:
+            commission.status = Commission.Status.APPROVED
+            postings.append(ledger.approval(commission, accounts))
+    ledger.post(postings)
+
+
+@transaction.atomic
+def approve_due(*, now=None, limit: int = 10_000) -> int:
+    """Approve pending commissions whose hold has ended (reversals move with theirs)."""
+    now = now or timezone.now()
+    due = list(
+        Commission.objects.select_for_update(skip_locked=True)
+        .filter(status=Commission.Status.PENDING, available_at__lte=now)
+        .order_by("id")[:limit]
+    )
+    return _approve(due, now)
+
+
+@transaction.atomic
+def commissions_approve(*, commission_ids, now=None) -> int:
+    """Approve these pending commissions now, whatever their hold (finance's decision)."""
+    now = now or timezone.now()
+    due = list(Commission.objects.select_for_update().filter(pk__in=commission_ids, status=Commission.Status.PENDING).order_by("id"))
+    return _approve(due, now)
+
+
+def _approve(due: list[Commission], now) -> int:
+    if not due:
+        return 0
+    by_merchant_currency: dict[tuple[int, str], list[Commission]] = {}
+    for commission in due:
+        by_merchant_currency.setdefault((commission.merchant_id, commission.currency), []).append(commission)
+    postings = []
+    for (merchant_id, currency), group in by_merchant_currency.items():
+        accounts = ledger.promoter_accounts(merchant_id, currency, {c.promoter_id for c in group})
+        postings.extend(ledger.approval(c, accounts) for c in group)
+    ledger.post(postings)
+    Commission.objects.filter(pk__in=[c.pk for c in due]).update(status=Commission.Status.APPROVED, approved_at=now)
+    return len(due)
+
