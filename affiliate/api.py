@@ -10,7 +10,7 @@ from hashlib import sha256
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -21,6 +21,16 @@ from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, 
 from .errors import ApiError, ServiceValidationError
 from .models import ConversionEvent, Merchant, Program, ReferralLink
 from .validation import format_rate
+
+
+def read_schema(serializer) -> dict:
+    """The documented answers of a list (filters can be invalid: 400; a page past the end:
+    404) and of a read by id (not this merchant's, or no such id: 404)."""
+    return {
+        "list": extend_schema(responses={200: serializer, **errors(400, 401, 404)}),
+        "retrieve": extend_schema(responses={200: serializer, **errors(401, 404)}),
+    }
+
 
 # --- Merchant settings ----------------------------------------------------------------
 
@@ -106,6 +116,7 @@ def program_fields(data: dict) -> dict:
 
 
 @extend_schema(tags=["programs"])
+@extend_schema_view(**read_schema(ProgramSerializer))
 class ProgramViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, MerchantScopedViewSet
 ):
@@ -157,6 +168,7 @@ class LinkSerializer(serializers.Serializer):
 
 
 @extend_schema(tags=["links"])
+@extend_schema_view(**read_schema(LinkSerializer))
 class LinkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, MerchantScopedViewSet):
     model = ReferralLink
     serializer_class = LinkSerializer
@@ -287,6 +299,7 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 @extend_schema(tags=["events"])
+@extend_schema_view(**read_schema(EventSerializer))
 class EventViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, MerchantScopedViewSet):
     model = ConversionEvent
     serializer_class = EventSerializer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status
 from rest_framework.response import Response
 
@@ -59,6 +59,12 @@ def promoter_fields(merchant_id: int, data: dict) -> dict:
 
 
 @extend_schema(tags=["promoters"])
+@extend_schema_view(
+    # Lists: an invalid filter is a 400, a page past the end a 404; reads: another
+    # merchant's promoter or no such id is a 404.
+    list=extend_schema(responses={200: PromoterSerializer, **errors(400, 401, 404)}),
+    retrieve=extend_schema(responses={200: PromoterSerializer, **errors(401, 404)}),
+)
 class PromoterViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, MerchantScopedViewSet
 ):
