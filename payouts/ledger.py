@@ -111,3 +111,13 @@ def approval(commission: Commission, accounts: dict) -> Posting:
             (accounts[(commission.promoter_id, Account.Kind.AVAILABLE)], commission.amount_minor),
         ],
     )
+
+
+def payout(commission: Commission, accounts: dict) -> Posting:
+    return Posting(
+        Journal(merchant_id=commission.merchant_id, kind=Journal.Kind.PAYOUT, commission=commission, memo="paid out"),
+        [
+            (accounts[(commission.promoter_id, Account.Kind.AVAILABLE)], -commission.amount_minor),
+            (accounts[(commission.promoter_id, Account.Kind.PAID)], commission.amount_minor),
+        ],
+    )

@@ -80,6 +80,19 @@ class Commission(models.Model):
         return money.from_minor(self.amount_minor, self.currency)
 
 
+class Basis(models.Model):
+    """The promoter facts a conversion's commissions were computed from (status, sponsor,
+    own rate, own customer id as they were then), so the audit can recompute them exactly
+    after the tree has changed."""
+
+    event = models.OneToOneField("affiliate.ConversionEvent", on_delete=models.PROTECT, related_name="basis")
+    promoters = models.JSONField(help_text="{id: [active, sponsor_id, customer_id, own_rate]}")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"basis of event {self.event_id}"
+
+
 class Account(models.Model):
     class Kind(models.TextChoices):
         PENDING = "pending"

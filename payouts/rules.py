@@ -24,6 +24,20 @@ class PromoterFact:
     own_rate: Decimal | None = None
 
 
+def facts_to_json(facts: Mapping[int, PromoterFact]) -> dict:
+    return {
+        str(f.id): [f.active, f.sponsor_id, f.customer_id, None if f.own_rate is None else str(f.own_rate)]
+        for f in facts.values()
+    }
+
+
+def facts_from_json(data: Mapping) -> dict[int, PromoterFact]:
+    return {
+        int(pk): PromoterFact(int(pk), bool(active), sponsor, customer, None if rate is None else Decimal(rate))
+        for pk, (active, sponsor, customer, rate) in data.items()
+    }
+
+
 @dataclass(frozen=True)
 class Terms:
     currency: str

@@ -19,7 +19,7 @@ from attribution import services as attribution
 from promoters.models import Promoter
 
 from . import ledger, rules
-from .models import Commission
+from .models import Basis, Commission
 
 
 def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, rules.PromoterFact]:
@@ -59,20 +59,9 @@ def _process_gain(event: ConversionEvent) -> None:
     credits = attribution.attribution_record(event=event)
     if not credits:
         return
-    customer_id = event.customer.external_id
     facts = promoter_facts([c.promoter_id for c in credits], levels=len(terms.tier_rates), compress=terms.compress_inactive)
-    if event.type == ConversionEvent.Type.REGISTRATION:
-        last = max(credits, key=lambda c: c.first_position).promoter_id
-        lines = rules.registration_lines(last, customer_id=customer_id, promoters=facts, terms=terms)
-    else:
-        shares = [rules.ShareFact(c.promoter_id, money.from_minor(c.revenue_minor, event.currency)) for c in credits]
-        lines = rules.purchase_lines(
-            shares,
-            first_purchase=event.stage == "first_purchase",
-            customer_id=customer_id,
-            promoters=facts,
-            terms=terms,
-        )
+    Basis.objects.create(event=event, promoters=rules.facts_to_json(facts))
+    lines = commission_lines(event, terms, credits, facts)
     available_at = event.occurred_at + timedelta(days=terms.hold_days)
     commissions = [
         Commission(
@@ -92,6 +81,18 @@ def _process_gain(event: ConversionEvent) -> None:
         for line in lines
     ]
     _write(event, commissions)
+
+
+def commission_lines(event: ConversionEvent, terms: rules.Terms, credits, facts) -> list[rules.Line]:
+    """The rules applied to an event's credits (also what the audit recomputes)."""
+    customer_id = event.customer.external_id
+    if event.type == ConversionEvent.Type.REGISTRATION:
+        last = max(credits, key=lambda c: c.first_position).promoter_id
+        return rules.registration_lines(last, customer_id=customer_id, promoters=facts, terms=terms)
+    shares = [rules.ShareFact(c.promoter_id, money.from_minor(c.revenue_minor, event.currency)) for c in credits]
+    return rules.purchase_lines(
+        shares, first_purchase=event.stage == "first_purchase", customer_id=customer_id, promoters=facts, terms=terms
+    )
 
 
 def _process_refund(event: ConversionEvent) -> None:
@@ -197,14 +198,36 @@ def commissions_approve(*, commission_ids, now=None) -> int:
 def _approve(due: list[Commission], now) -> int:
     if not due:
         return 0
-    by_merchant_currency: dict[tuple[int, str], list[Commission]] = {}
-    for commission in due:
-        by_merchant_currency.setdefault((commission.merchant_id, commission.currency), []).append(commission)
     postings = []
-    for (merchant_id, currency), group in by_merchant_currency.items():
+    for (merchant_id, currency), group in _by_merchant_currency(due).items():
         accounts = ledger.promoter_accounts(merchant_id, currency, {c.promoter_id for c in group})
         postings.extend(ledger.approval(c, accounts) for c in group)
     ledger.post(postings)
     Commission.objects.filter(pk__in=[c.pk for c in due]).update(status=Commission.Status.APPROVED, approved_at=now)
     return len(due)
 
+
+
+@transaction.atomic
+def commissions_mark_paid(*, commission_ids, now=None) -> int:
+    """Record approved commissions as paid out: available → paid, one journal each."""
+    now = now or timezone.now()
+    paid = list(
+        Commission.objects.select_for_update().filter(pk__in=commission_ids, status=Commission.Status.APPROVED).order_by("id")
+    )
+    if not paid:
+        return 0
+    postings = []
+    for (merchant_id, currency), group in _by_merchant_currency(paid).items():
+        accounts = ledger.promoter_accounts(merchant_id, currency, {c.promoter_id for c in group})
+        postings.extend(ledger.payout(c, accounts) for c in group)
+    ledger.post(postings)
+    Commission.objects.filter(pk__in=[c.pk for c in paid]).update(status=Commission.Status.PAID, paid_at=now)
+    return len(paid)
+
+
+def _by_merchant_currency(commissions: list[Commission]) -> dict[tuple[int, str], list[Commission]]:
+    groups: dict[tuple[int, str], list[Commission]] = {}
+    for commission in commissions:
+        groups.setdefault((commission.merchant_id, commission.currency), []).append(commission)
+    return groups
