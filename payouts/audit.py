@@ -1,0 +1,205 @@
+"""The ledger audit: recompute every commission from the events and prove the ledger.
+
+1. Every journal balances (its entries sum to zero).
+2. Every running balance equals the sum of its account's entries.
+3. Every promoter account holds exactly its commissions: pending = the pending ones,
+   available = the approved ones, paid = the paid ones; every commission has its journal.
+4. Every processed event, recomputed from what it was computed on (its touchpoints, the
+   program terms stored with it, the promoter facts of that moment), gives the same credits
+   and commissions; every refund gives the same reversals, replayed in order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Q, Sum
+
+from affiliate import money
+from affiliate.models import ConversionEvent
+from attribution import engine
+from attribution.models import Credit, Touchpoint
+from attribution.services import conversion_weights
+
+from . import rules
+from .models import Account, Basis, Commission, Entry, Journal
+from .services import commission_lines
+
+CHUNK = 1000
+
+
+@dataclass
+class AuditReport:
+    differences: list[str] = field(default_factory=list)
+    events: int = 0
+    commissions: int = 0
+    journals: int = 0
+    accounts: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def audit_ledger(*, merchant_id: int | None = None, progress: Callable[[str], None] | None = None) -> AuditReport:
+    report = AuditReport()
+    say = progress or (lambda message: None)
+    scope = Q(merchant_id=merchant_id) if merchant_id else Q()
+
+    # 1. Journals balance.
+    report.journals = Journal.objects.filter(scope).count()
+    for journal_id, total in (
+        Entry.objects.filter(journal__in=Journal.objects.filter(scope))
+        .values("journal_id")
+        .annotate(total=Sum("amount_minor"))
+        .exclude(total=0)
+        .values_list("journal_id", "total")
+    ):
+        report.differences.append(f"journal {journal_id} does not balance: its entries sum to {total:+d} minor units")
+    say(f"journals: {report.journals} checked")
+
+    # 2. Running balances.
+    sums = dict(
+        Entry.objects.filter(account__in=Account.objects.filter(scope)).values("account_id").annotate(total=Sum("amount_minor")).values_list("account_id", "total")
+    )
+    accounts = list(Account.objects.filter(scope).values_list("id", "promoter_id", "kind", "currency", "balance_minor", "tracks_balance"))
+    report.accounts = len(accounts)
+    for account_id, promoter_id, kind, currency, balance, tracks in accounts:
+        if tracks and balance != sums.get(account_id, 0):
+            report.differences.append(
+                f"account {account_id} (promoter {promoter_id} {kind}) shows {money.format_minor(balance, currency)} "
+                f"but its entries sum to {money.format_minor(sums.get(account_id, 0), currency)}"
+            )
+    say(f"accounts: {report.accounts} running balances checked")
+
+    # 3. Accounts hold exactly their commissions.
+    expected: dict[tuple[int, str, str], int] = defaultdict(int)
+    status_account = {"pending": "pending", "approved": "available", "paid": "paid"}
+    for promoter_id, currency, status, total in (
+        Commission.objects.filter(scope).values("promoter_id", "currency", "status").annotate(total=Sum("amount_minor"))
+        .values_list("promoter_id", "currency", "status", "total")
+    ):
+        expected[(promoter_id, currency, status_account[status])] += total
+    actual = {(p, c, k): sums.get(a, 0) for a, p, k, c, _, _ in accounts if p is not None}
+    for key in sorted(set(expected) | set(actual)):
+        if expected.get(key, 0) != actual.get(key, 0):
+            promoter_id, currency, kind = key
+            report.differences.append(
+                f"promoter {promoter_id} {kind}: commissions say {money.format_minor(expected.get(key, 0), currency)}, "
+                f"the ledger says {money.format_minor(actual.get(key, 0), currency)}"
+            )
+    created = set(
+        Journal.objects.filter(scope, kind__in=["commission", "reversal", "clawback"]).values_list("commission_id", flat=True)
+    )
+    missing = Commission.objects.filter(scope).exclude(pk__in=created).values_list("id", flat=True)[:100]
+    for commission_id in missing:
+        report.differences.append(f"commission {commission_id} has no journal in the ledger")
+    say("accounts against commissions: checked")
+
+    # 4. Recompute from the events.
+    event_ids = list(ConversionEvent.objects.filter(scope).order_by("id").values_list("id", flat=True))
+    report.events = len(event_ids)
+    done = 0
+    for chunk in _chunks(event_ids):
+        _recompute_chunk(chunk, report)
+        done += len(chunk)
+        say(f"events: {done}/{report.events} recomputed")
+    report.commissions = Commission.objects.filter(scope).count()
+    return report
+
+
+def _recompute_chunk(event_ids: list[int], report: AuditReport) -> None:
+    events = {e.pk: e for e in ConversionEvent.objects.filter(pk__in=event_ids).select_related("customer", "purchase")}
+    touchpoints: dict[int, list[Touchpoint]] = defaultdict(list)
+    for t in Touchpoint.objects.filter(event_id__in=event_ids).order_by("event_id", "position"):
+        touchpoints[t.event_id].append(t)
+    credits: dict[int, dict[int, int]] = defaultdict(dict)
+    for event_id, promoter_id, revenue in Credit.objects.filter(event_id__in=event_ids).values_list("event_id", "promoter_id", "revenue_minor"):
+        credits[event_id][promoter_id] = revenue
+    stored: dict[int, list[Commission]] = defaultdict(list)
+    for c in Commission.objects.filter(event_id__in=event_ids).order_by("id"):
+        stored[c.event_id].append(c)
+    bases = dict(Basis.objects.filter(event_id__in=event_ids).values_list("event_id", "promoters"))
+
+    for event_id in event_ids:
+        event = events[event_id]
+        if event.status != ConversionEvent.Status.PROCESSED:
+            if stored[event_id]:
+                report.differences.append(f"event {event_id} is not processed yet has commissions")
+            continue
+        if event.type == ConversionEvent.Type.REFUND:
+            _check_refund(event, stored[event_id], report)
+        else:
+            _check_gain(event, touchpoints[event_id], credits[event_id], stored[event_id], bases.get(event_id), report)
+
+
+def _check_gain(event, touchpoints, stored_credits, commissions, basis, report: AuditReport) -> None:
+    currency = event.currency
+    points = [engine.Touchpoint(t.promoter_id, t.at, t.kind, t.click_id, t.link_id, t.channel) for t in touchpoints]
+    weights = conversion_weights(event, event.terms, points)
+    amount = event.amount if event.amount is not None else money.quantize(Decimal(0), currency)
+    recomputed = engine.attribute(amount, currency, points, weights) if points else []
+    want = {c.promoter_id: money.to_minor(c.revenue, currency) for c in recomputed}
+    if want != stored_credits:
+        report.differences.append(f"event {event.pk}: credits {stored_credits} differ from the recomputed {want}")
+        return
+    if not recomputed:
+        if commissions:
+            report.differences.append(f"event {event.pk} has commissions but no credited promoter")
+        return
+    if basis is None:
+        report.differences.append(f"event {event.pk} has credits but no recorded basis")
+        return
+    terms = rules.Terms.from_snapshot(event.terms)
+    credit_rows = [Credit(promoter_id=c.promoter_id, revenue_minor=want[c.promoter_id], first_position=c.first_position) for c in recomputed]
+    lines = commission_lines(event, terms, credit_rows, rules.facts_from_json(basis))
+    want_lines = {(x.promoter_id, x.kind, x.level, x.source_promoter_id): money.to_minor(x.amount, currency) for x in lines}
+    have_lines = {(c.promoter_id, c.kind, c.level, c.source_promoter_id): c.amount_minor for c in commissions}
+    for key in sorted(set(want_lines) | set(have_lines)):
+        if want_lines.get(key) != have_lines.get(key):
+            promoter_id, kind, level, _ = key
+            report.differences.append(
+                f"event {event.pk}: {kind} level {level} to promoter {promoter_id} is "
+                f"{_fmt(have_lines.get(key), currency)}, the rules give {_fmt(want_lines.get(key), currency)}"
+            )
+
+
+def _check_refund(event, reversals, report: AuditReport) -> None:
+    purchase = event.purchase
+    currency = purchase.currency
+    earlier = ConversionEvent.objects.filter(purchase=purchase, pk__lt=event.pk)
+    refunded_before = sum(earlier.values_list("amount_minor", flat=True))
+    completes = refunded_before + event.amount_minor >= purchase.amount_minor
+    originals = list(Commission.objects.filter(event=purchase).exclude(kind="reversal").order_by("id"))
+    before: dict[int, int] = defaultdict(int)
+    for parent_id, amount in Commission.objects.filter(reverses__in=originals, event__in=earlier).values_list("reverses_id", "amount_minor"):
+        before[parent_id] += amount
+    want = {
+        parent_id: money.to_minor(amount, currency)
+        for parent_id, amount in rules.reversal_amounts(
+            [rules.CommissionFact(c.pk, c.amount, money.from_minor(before[c.pk], currency)) for c in originals],
+            refund=event.amount,
+            order_amount=purchase.amount,
+            completes_order=completes,
+            currency=currency,
+        )
+    }
+    have = {c.reverses_id: c.amount_minor for c in reversals}
+    for parent_id in sorted(set(want) | set(have)):
+        if want.get(parent_id) != have.get(parent_id):
+            report.differences.append(
+                f"refund event {event.pk}: reversal of commission {parent_id} is {_fmt(have.get(parent_id), currency)}, "
+                f"the rules give {_fmt(want.get(parent_id), currency)}"
+            )
+
+
+def _fmt(minor: int | None, currency: str) -> str:
+    return "nothing" if minor is None else money.format_minor(minor, currency)

@@ -1,0 +1,103 @@
+"""audit_ledger: clean after real traffic, and it names every kind of corruption."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from payouts import services
+from payouts.audit import audit_ledger
+from payouts.models import Account, Commission, Entry, Journal
+from tests.payouts.world import World, at
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def busy(django_capture_on_commit_callbacks):
+    """A tree, purchases on several models' journeys, refunds, approvals and a payout."""
+    w = World(django_capture_on_commit_callbacks, hold_days=400, attribution_model="linear", registration_bounty="2.00")
+    s2 = w.promoter("S2")
+    s1 = w.promoter("S1", sponsor=s2)
+    p = w.promoter("P", sponsor=s1, payout_plan="immediate")
+    q = w.promoter("Q", sponsor=s1)
+    click = w.journey((p, at(1)), (q, at(2)), (p, at(3)))
+    w.send(type="registration", customer_id="c1", click_id=click, occurred_at=at(3, hours=1))
+    first = w.send(type="purchase", customer_id="c1", order_id="o1", amount="123.45", occurred_at=at(4))
+    w.send(type="purchase", customer_id="c1", order_id="o2", amount="99.99", occurred_at=at(5))
+    w.send(type="refund", customer_id="c1", order_id="o1", refund_id="R1", amount="23.45", occurred_at=at(6))
+    paid = [c["id"] for c in first["commissions"] if c["status"] == "approved"]
+    services.commissions_mark_paid(commission_ids=paid)
+    w.send(type="refund", customer_id="c1", order_id="o1", refund_id="R2", occurred_at=at(7))
+    w.api.patch(f"/api/v1/promoters/{s1.pk}/", {"status": "inactive", "sponsor": None}, format="json")  # the tree changes later
+    return w
+
+
+def run() -> tuple[int, str]:
+    out = io.StringIO()
+    try:
+        call_command("audit_ledger", "--quiet", stdout=out, stderr=io.StringIO())
+    except SystemExit as exit_:
+        return exit_.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_clean_ledger_exits_zero(busy):
+    code, output = run()
+    assert code == 0, output
+    report = audit_ledger()
+    assert output == (
+        f"ledger audit clean: {report.events} events, {report.commissions} commissions, "
+        f"{report.journals} journals, {report.accounts} accounts\n"
+    )
+    assert report.events == 5
+    assert report.commissions == Commission.objects.count() > 10
+
+
+def test_an_edited_entry_is_caught(busy):
+    entry = Entry.objects.filter(account__kind="pending").order_by("id").first()
+    Entry.objects.filter(pk=entry.pk).update(amount_minor=entry.amount_minor + 1)
+    code, output = run()
+    assert code == 1
+    assert f"DIFFERENCE journal {entry.journal_id} does not balance: its entries sum to +1 minor units" in output
+    assert f"DIFFERENCE account {entry.account_id} (promoter {entry.account.promoter_id} pending) shows" in output
+
+
+def test_an_edited_running_balance_is_caught(busy):
+    account = Account.objects.filter(kind="available").exclude(balance_minor=0).first()
+    Account.objects.filter(pk=account.pk).update(balance_minor=account.balance_minor + 500)
+    code, output = run()
+    assert code == 1
+    assert f"DIFFERENCE account {account.pk} (promoter {account.promoter_id} available) shows" in output
+
+
+def test_an_edited_commission_is_caught(busy):
+    commission = Commission.objects.filter(kind="override").order_by("id").first()
+    Commission.objects.filter(pk=commission.pk).update(amount_minor=commission.amount_minor + 1)
+    code, output = run()
+    assert code == 1
+    assert (
+        f"DIFFERENCE event {commission.event_id}: override level {commission.level} to promoter {commission.promoter_id} is "
+        in output
+    )
+    assert "the rules give" in output
+
+
+def test_a_deleted_reversal_is_caught(busy):
+    reversal = Commission.objects.filter(kind="reversal").order_by("-id").first()
+    Entry.objects.filter(journal__commission=reversal).delete()
+    Journal.objects.filter(commission=reversal).delete()
+    Commission.objects.filter(pk=reversal.pk).delete()
+    code, output = run()
+    assert code == 1
+    assert f"DIFFERENCE refund event {reversal.event_id}: reversal of commission {reversal.reverses_id} is nothing" in output
+
+
+def test_a_commission_status_moved_without_the_ledger_is_caught(busy):
+    pending = Commission.objects.filter(status="pending").first()
+    Commission.objects.filter(pk=pending.pk).update(status="approved")
+    code, output = run()
+    assert code == 1
+    assert f"DIFFERENCE promoter {pending.promoter_id} pending: commissions say" in output
