@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from affiliate import views as tracking
 from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
+from attribution.api import EventJourneyView
 from payouts.api import CommissionViewSet, PromoterBalanceView
 from promoters.api import PromoterViewSet
 
@@ -20,6 +21,7 @@ router.register("commissions", CommissionViewSet, basename="commission")
 api_v1 = [
     path("merchant/", MerchantView.as_view(), name="merchant"),
     path("promoters/<int:id>/balance/", PromoterBalanceView.as_view(), name="promoter-balance"),
+    path("events/<int:id>/journey/", EventJourneyView.as_view(), name="event-journey"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
