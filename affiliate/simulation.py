@@ -3,8 +3,9 @@
 Everything goes through the services the API uses (``merchant_create``, ``program_create``,
 ``promoter_create``, ``link_create``, ``click_record`` and ``event_ingest``); models are only
 read. The run is planned first from a seeded random generator, as offsets from the start of
-the window, and then played in time order, one transaction per simulated day. The same seed
-and sizes give the same plan, so the same counts, whenever it runs.
+the window, and then played in time order: runs of clicks in one transaction each, every
+event committed (and so processed) on its own, as through the API. The same seed and sizes
+give the same plan, so the same counts, whenever it runs.
 
 Used by ``manage.py simulate_traffic``, ``manage.py load_demo`` and the benchmarks.
 """
@@ -501,56 +502,66 @@ def simulate(
             f"{sum(len(t) for t in link_targets)} links")
     summary.channels = sorted(channels)
 
-    # 3. The traffic, in time order, one transaction per simulated day.
+    # 3. The traffic, in time order. A run of clicks shares one transaction; each event is
+    # committed on its own, as the API does, so it is processed before the next one arrives.
     click_ids: dict[int, str] = {}
     visitor_ids: dict[int, object] = {}
     customers: set[tuple[int, str]] = set()
     events, stages = Counter(), Counter()
     revenue = Counter()
     refunded = Counter()
+
+    def record_click(item: _Click, at: datetime) -> None:
+        click = services.click_record(
+            target=targets[item.merchant][item.promoter][item.link],
+            visitor_id=visitor_ids.get(item.visitor.key),
+            ip=item.ip,
+            user_agent=item.visitor.user_agent,
+            referrer=item.referrer,
+            subs=item.subs,
+            at=at,
+        )
+        visitor_ids[item.visitor.key] = click.visitor_id
+        click_ids[item.key] = click.id.hex
+
+    def record_event(item: _Event, at: datetime) -> bool:
+        payload = dict(item.payload, occurred_at=at.isoformat())
+        if item.click is not None:
+            payload["click_id"] = click_ids[item.click]
+        try:
+            result = event_ingest(merchant=merchant_rows[item.merchant], payload=payload, source="internal")
+        except (ServiceValidationError, ApiError):
+            summary.rejected += 1
+            return False
+        if not result.created:
+            return False
+        event = result.event
+        events[event.type] += 1
+        stages[event.stage] += 1
+        customers.add((item.merchant, payload["customer_id"]))
+        if event.type == "purchase":
+            revenue[event.currency] += event.amount
+            summary.coupon_only_purchases += item.coupon_only
+        elif event.type == "refund":
+            refunded[event.currency] += event.amount
+        return True
+
     position = 0
     for day in range(days):
         day_end = (day + 1) * DAY if day < days - 1 else days * DAY + 1
+        first = position
+        while position < len(timeline) and timeline[position][0] < day_end:
+            position += 1
         day_clicks = day_events = 0
-        with transaction.atomic():
-            while position < len(timeline) and timeline[position][0] < day_end:
-                offset, _, item = timeline[position]
-                position += 1
-                at = start + timedelta(seconds=offset)
-                if isinstance(item, _Click):
-                    click = services.click_record(
-                        target=targets[item.merchant][item.promoter][item.link],
-                        visitor_id=visitor_ids.get(item.visitor.key),
-                        ip=item.ip,
-                        user_agent=item.visitor.user_agent,
-                        referrer=item.referrer,
-                        subs=item.subs,
-                        at=at,
-                    )
-                    visitor_ids[item.visitor.key] = click.visitor_id
-                    click_ids[item.key] = click.id.hex
-                    day_clicks += 1
-                    continue
-                payload = dict(item.payload, occurred_at=at.isoformat())
-                if item.click is not None:
-                    payload["click_id"] = click_ids[item.click]
-                try:
-                    result = event_ingest(merchant=merchant_rows[item.merchant], payload=payload, source="internal")
-                except (ServiceValidationError, ApiError):
-                    summary.rejected += 1
-                    continue
-                if not result.created:
-                    continue
-                event = result.event
-                day_events += 1
-                events[event.type] += 1
-                stages[event.stage] += 1
-                customers.add((item.merchant, payload["customer_id"]))
-                if event.type == "purchase":
-                    revenue[event.currency] += event.amount
-                    summary.coupon_only_purchases += item.coupon_only
-                elif event.type == "refund":
-                    refunded[event.currency] += event.amount
+        for is_click, run in itertools.groupby(timeline[first:position], key=lambda entry: isinstance(entry[2], _Click)):
+            if is_click:
+                with transaction.atomic():
+                    for offset, _, item in run:
+                        record_click(item, start + timedelta(seconds=offset))
+                        day_clicks += 1
+            else:
+                for offset, _, item in run:
+                    day_events += record_event(item, start + timedelta(seconds=offset))
         summary.clicks += day_clicks
         say(f"day {day + 1}/{days} {(start + timedelta(days=day)).date()}: {day_clicks} clicks, {day_events} events")
 
