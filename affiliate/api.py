@@ -17,20 +17,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import events, money, services
-from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, resolve_id
+from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
 from .errors import ApiError, ServiceValidationError
 from .models import ConversionEvent, Merchant, Program, ReferralLink
 from .validation import format_rate
-
-
-def read_schema(serializer) -> dict:
-    """The documented answers of a list (filters can be invalid: 400; a page past the end:
-    404) and of a read by id (not this merchant's, or no such id: 404)."""
-    return {
-        "list": extend_schema(responses={200: serializer, **errors(400, 401, 404)}),
-        "retrieve": extend_schema(responses={200: serializer, **errors(401, 404)}),
-    }
-
 
 # --- Merchant settings ----------------------------------------------------------------
 

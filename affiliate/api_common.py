@@ -3,7 +3,7 @@ helpers."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 
 from .errors import ServiceValidationError
@@ -70,3 +70,12 @@ def known_fields(data: dict, writable, read_only=()) -> dict:
     if unknown:
         raise ServiceValidationError({name: ["Unknown field."] for name in unknown})
     return {name: data[name] for name in writable if name in data}
+
+
+def read_schema(serializer) -> dict:
+    """The documented answers of a list (filters can be invalid: 400; a page past the end:
+    404) and of a read by id (not this merchant's, or no such id: 404)."""
+    return {
+        "list": extend_schema(responses={200: serializer, **errors(400, 401, 404)}),
+        "retrieve": extend_schema(responses={200: serializer, **errors(401, 404)}),
+    }

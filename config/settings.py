@@ -236,7 +236,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "CommissionKindEnum": ["direct", "override", "bounty", "reversal"],
+        "TouchpointKindEnum": ["click", "coupon"],
+    },
 }
 
 LOGGING = {

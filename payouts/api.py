@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from affiliate import money
-from affiliate.api_common import MerchantScopedViewSet, errors
+from affiliate.api_common import MerchantScopedViewSet, errors, read_schema
 from affiliate.validation import format_rate
 from promoters.models import Promoter
 
@@ -53,6 +53,7 @@ class CommissionSerializer(serializers.Serializer):
 
 
 @extend_schema(tags=["commissions"])
+@extend_schema_view(**read_schema(CommissionSerializer))
 class CommissionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, MerchantScopedViewSet):
     model = Commission
     serializer_class = CommissionSerializer

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status
 from rest_framework.response import Response
 
-from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, resolve_id
+from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
 from affiliate.errors import ServiceValidationError
 from affiliate.models import Program
 from affiliate.validation import format_rate
@@ -59,12 +59,7 @@ def promoter_fields(merchant_id: int, data: dict) -> dict:
 
 
 @extend_schema(tags=["promoters"])
-@extend_schema_view(
-    # Lists: an invalid filter is a 400, a page past the end a 404; reads: another
-    # merchant's promoter or no such id is a 404.
-    list=extend_schema(responses={200: PromoterSerializer, **errors(400, 401, 404)}),
-    retrieve=extend_schema(responses={200: PromoterSerializer, **errors(401, 404)}),
-)
+@extend_schema_view(**read_schema(PromoterSerializer))
 class PromoterViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, MerchantScopedViewSet
 ):
