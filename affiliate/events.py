@@ -395,6 +395,10 @@ def event_process(*, event_id: int) -> ConversionEvent | None:
         )
         if event is None or event.status == ConversionEvent.Status.PROCESSED:
             return event
+        if event.purchase_id is not None:
+            # A refund is computed from its order's results: the order goes first, even when
+            # the queue delivered the refund first.
+            event_process(event_id=event.purchase_id)
         for processor in PROCESSORS:
             processor(event)
         event.status = ConversionEvent.Status.PROCESSED

@@ -158,3 +158,21 @@ def test_concurrent_events_of_one_customer_are_ordered(django_capture_on_commit_
     assert directs == [100] * 7 + [200]
     assert w.balance(p)["pending"] == "9.00"  # 2.00 + 7 × 1.00
     assert audit_ledger().clean
+
+
+@pytest.mark.django_db
+def test_a_refund_processed_before_its_order_processes_the_order_first(django_capture_on_commit_callbacks):
+    # The queue delivers the refund first: the order is computed first all the same.
+    # 100.00 at 10% → 10.00; refund 40.00 → −4.00.
+    w = World(django_capture_on_commit_callbacks, hold_days=400, tier_rates=[])
+    p = w.promoter("P")
+    click = w.journey((p, at(1)))
+    base = {"customer_id": "c1", "order_id": "o1"}
+    purchase = w.api.post("/api/v1/events/", {**base, "type": "purchase", "amount": "100.00", "click_id": click, "occurred_at": at(2).isoformat()}, format="json").json()
+    refund = w.api.post("/api/v1/events/", {**base, "type": "refund", "amount": "40.00", "occurred_at": at(3).isoformat()}, format="json").json()
+    assert (purchase["status"], refund["status"]) == ("queued", "queued")
+    event_process(event_id=refund["id"])
+    assert ConversionEvent.objects.get(pk=purchase["id"]).status == "processed"
+    assert sorted(Commission.objects.values_list("kind", "amount_minor")) == [("direct", 1000), ("reversal", -400)]
+    assert w.balance(p)["pending"] == "6.00"
+    assert audit_ledger().clean
