@@ -210,7 +210,11 @@ def _find_repeat(merchant: Merchant, data: CleanEvent) -> ConversionEvent | None
     """The event this request repeats, or ``None``; raise a 409 for a conflicting repeat."""
     events = ConversionEvent.objects.filter(merchant=merchant).select_related("customer")
     if data.type == "registration":
-        return events.filter(type="registration", customer__external_id=data.customer_id).first()
+        # Through the customer's unique key first: an index look-up, not a scan of the merchant.
+        customer_pk = Customer.objects.filter(merchant=merchant, external_id=data.customer_id).values_list("pk", flat=True).first()
+        if customer_pk is None:
+            return None
+        return events.filter(type="registration", customer_id=customer_pk).first()
     if data.type == "purchase":
         existing = events.filter(type="purchase", order_id=data.order_id).first()
         if existing is not None:
@@ -396,9 +400,14 @@ def event_process(*, event_id: int) -> ConversionEvent | None:
         if event is None or event.status == ConversionEvent.Status.PROCESSED:
             return event
         if event.purchase_id is not None:
-            # A refund is computed from its order's results: the order goes first, even when
-            # the queue delivered the refund first.
+            # A refund is computed from its order's results and the refunds before it: those
+            # go first, in the order received, even when the queue delivered this one first.
             event_process(event_id=event.purchase_id)
+            earlier = ConversionEvent.objects.filter(
+                purchase_id=event.purchase_id, pk__lt=event.pk, status=ConversionEvent.Status.QUEUED
+            ).order_by("pk")
+            for earlier_id in earlier.values_list("pk", flat=True):
+                event_process(event_id=earlier_id)
         for processor in PROCESSORS:
             processor(event)
         event.status = ConversionEvent.Status.PROCESSED

@@ -97,7 +97,8 @@ def commission_lines(event: ConversionEvent, terms: rules.Terms, credits, facts)
 
 def _process_refund(event: ConversionEvent) -> None:
     purchase = event.purchase
-    refunded = sum(ConversionEvent.objects.filter(purchase=purchase).values_list("amount_minor", flat=True))
+    # Refunds count in the order they were received, whatever order they are processed in.
+    refunded = sum(ConversionEvent.objects.filter(purchase=purchase, pk__lte=event.pk).values_list("amount_minor", flat=True))
     completes = refunded >= purchase.amount_minor
     attribution.refund_credits_record(refund=event, purchase=purchase, completes_order=completes)
     originals = list(

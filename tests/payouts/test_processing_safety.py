@@ -176,3 +176,19 @@ def test_a_refund_processed_before_its_order_processes_the_order_first(django_ca
     assert sorted(Commission.objects.values_list("kind", "amount_minor")) == [("direct", 1000), ("reversal", -400)]
     assert w.balance(p)["pending"] == "6.00"
     assert audit_ledger().clean
+
+
+@pytest.mark.django_db
+def test_refunds_processed_out_of_order_reverse_as_if_in_order(django_capture_on_commit_callbacks):
+    # Order 80.00 → P 8.00. R1 30.00 (−3.00), then R2 the rest 50.00 (−5.00); the queue
+    # delivers R2 first: R1 is computed first all the same, and R2 takes exactly the rest.
+    w = World(django_capture_on_commit_callbacks, hold_days=400, tier_rates=[])
+    p = w.promoter("P")
+    click = w.journey((p, at(1)))
+    base = {"customer_id": "c1", "order_id": "o1"}
+    w.send(**base, type="purchase", amount="80.00", click_id=click, occurred_at=at(2))
+    r1 = w.api.post("/api/v1/events/", {**base, "type": "refund", "refund_id": "R1", "amount": "30.00", "occurred_at": at(3).isoformat()}, format="json").json()
+    r2 = w.api.post("/api/v1/events/", {**base, "type": "refund", "refund_id": "R2", "occurred_at": at(4).isoformat()}, format="json").json()
+    event_process(event_id=r2["id"])
+    assert dict(Commission.objects.filter(kind="reversal").values_list("event_id", "amount_minor")) == {r1["id"]: -300, r2["id"]: -500}
+    assert audit_ledger().clean
