@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import events, money, services
-from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
+from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, refuse_nul, resolve_id
 from .errors import ApiError, ServiceValidationError
 from .models import ConversionEvent, Merchant, Program, ReferralLink
 from .validation import format_rate
@@ -353,6 +353,7 @@ class PostbackView(APIView):
         if merchant is None:
             raise ApiError("not_found", "Unknown postback token.", status_code=404)
         params = {name: request.query_params.get(name) for name in request.query_params}
+        refuse_nul(params)
         if merchant.require_signature:
             expected = postback_signature(merchant.postback_secret, params)
             if not hmac.compare_digest(expected.encode(), (params.get("sig") or "").lower().encode()):

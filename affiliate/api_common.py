@@ -32,7 +32,32 @@ def body_dict(request) -> dict:
     data = request.data
     if not isinstance(data, dict):
         raise ServiceValidationError({"non_field_errors": ["The body must be a JSON object."]})
-    return dict(data)
+    data = dict(data)
+    refuse_nul(data)
+    return data
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul(data: dict) -> None:
+    """A NUL character can be stored nowhere (PostgreSQL refuses it in text and JSON):
+    name the field and refuse the request before anything is written."""
+    problems = {}
+    for key, value in data.items():
+        if _has_nul(key):
+            problems["non_field_errors"] = ["A field name contains the NUL character."]
+        elif _has_nul(value):
+            problems[key] = ["Must not contain the NUL character."]
+    if problems:
+        raise ServiceValidationError(problems)
 
 
 def resolve_id(model, merchant_id: int, raw, field: str, problems: dict):

@@ -8,7 +8,7 @@ import logging
 from decimal import Decimal
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
@@ -97,6 +97,12 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         return Response(error_body("payload_too_large", "The request body is too large."), status=413)
+    elif isinstance(exc, DataError):
+        # A value the database cannot hold came from the client (a filter, say): their input.
+        return Response(
+            error_body("invalid", "A value in the request cannot be stored or searched for; check the input."),
+            status=400,
+        )
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         return Response(
