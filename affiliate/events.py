@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 Event = ConversionEvent
 MAX_ID_LENGTH = 255
 STRING_FIELDS = ("customer_id", "click_id", "order_id", "refund_id", "coupon")
-KNOWN_FIELDS = ("type", *STRING_FIELDS, "amount", "currency", "program", "occurred_at")
 
 # Downstream steps run, in order, inside the processing transaction of each event.
 PROCESSORS: list[Callable[[ConversionEvent], None]] = []
