@@ -27,7 +27,7 @@ migrate: install
 	$(DEV_ENV) $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(DEV_ENV) $(PY) manage.py load_demo
+	$(DEV_ENV) $(PY) manage.py load_demo --base-url http://$(HOST):$(PORT)
 
 run: demo
 	$(DEV_ENV) $(PY) manage.py runserver $(HOST):$(PORT)
