@@ -44,6 +44,11 @@ class Commission(models.Model):
     rate = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     reverses = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversals")
+    payout_line = models.ForeignKey(
+        "PayoutLine", on_delete=models.PROTECT, null=True, blank=True, related_name="commissions",
+        help_text="The batch line that pays it (set when the line is built, cleared if it fails).",
+    )
+    reason = models.CharField(max_length=300, blank=True, default="", help_text="Why finance reversed it by hand.")
     available_at = models.DateTimeField(help_text="When the hold ends.")
     created_at = models.DateTimeField(default=timezone.now)
     approved_at = models.DateTimeField(null=True, blank=True)
@@ -97,6 +102,7 @@ class Account(models.Model):
     class Kind(models.TextChoices):
         PENDING = "pending"
         AVAILABLE = "available"
+        PROCESSING = "processing"  # locked in a payout batch line, not yet confirmed paid
         PAID = "paid"
         EXPENSE = "expense"  # the merchant's side of every commission
 
@@ -138,6 +144,10 @@ class Journal(models.Model):
         REVERSAL = "reversal"
         CLAWBACK = "clawback"
         PAYOUT = "payout"
+        ADJUSTMENT = "adjustment"  # a guaranteed-minimum top-up or a performance bonus
+        BATCH_LOCK = "batch_lock"  # available → processing when a batch line is built
+        BATCH_PAID = "batch_paid"  # processing → paid when the line is confirmed
+        BATCH_FAILED = "batch_failed"  # processing → available when the line fails
 
     merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
     kind = models.CharField(max_length=12, choices=Kind.choices)
@@ -173,3 +183,179 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.amount_minor:+d}"
+
+
+class PayoutPolicy(models.Model):
+    """How a program pays: the threshold, and the guaranteed-minimum-plus-bonus plan for new
+    promoters. Every figure is a setting; amounts in the program's minor units."""
+
+    program = models.OneToOneField("affiliate.Program", on_delete=models.CASCADE, related_name="payout_policy")
+    minimum_payout_minor = models.BigIntegerField(default=5000, help_text="Balances below this wait for the next run.")
+    guaranteed_minimum_minor = models.BigIntegerField(default=0, help_text="Monthly earnings floor for promoters on the guaranteed plan.")
+    guaranteed_months = models.PositiveSmallIntegerField(default=3, help_text="For their first N calendar months.")
+    activity_min_clicks = models.PositiveIntegerField(default=0, help_text="Clicks needed in the month to earn the top-up.")
+    activity_min_conversions = models.PositiveIntegerField(default=1, help_text="Purchases needed in the month to earn the top-up.")
+    bonus_revenue_threshold_minor = models.BigIntegerField(default=0, help_text="0: no bonus. Attributed revenue above which the bonus is paid.")
+    bonus_rate = models.DecimalField(max_digits=7, decimal_places=6, default=0, help_text="Bonus as a share of the month's attributed revenue.")
+    payer_name = models.CharField(max_length=70, blank=True, default="", help_text="The debtor on SEPA files.")
+    payer_iban = models.CharField(max_length=34, blank=True, default="")
+    payer_bic = models.CharField(max_length=11, blank=True, default="")
+
+    class Meta:
+        verbose_name_plural = "payout policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(minimum_payout_minor__gte=0, guaranteed_minimum_minor__gte=0, bonus_revenue_threshold_minor__gte=0),
+                name="policy_amounts_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout policy of {self.program}"
+
+
+class PayoutMethod(models.Model):
+    """Where a promoter's money goes. One current method per promoter; every change is logged."""
+
+    class Kind(models.TextChoices):
+        PAYPAL = "paypal"
+        BANK = "bank"
+        MANUAL = "manual"
+
+    promoter = models.OneToOneField("promoters.Promoter", on_delete=models.CASCADE, related_name="payout_method")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.MANUAL)
+    paypal_email = models.EmailField(blank=True, default="")
+    account_holder = models.CharField(max_length=70, blank=True, default="")
+    iban = models.CharField(max_length=34, blank=True, default="")
+    bic = models.CharField(max_length=11, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.promoter_id}"
+
+
+class PayoutMethodChange(models.Model):
+    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.CASCADE, related_name="payout_method_changes")
+    changed_by = models.CharField(max_length=200, help_text="Who changed it: the promoter, a merchant key, a staff user.")
+    before = models.JSONField()
+    after = models.JSONField()
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"payout method of {self.promoter_id} changed {self.changed_at:%Y-%m-%d}"
+
+
+class Adjustment(models.Model):
+    """Money for a promoter that is not a commission on an event: a guaranteed-minimum
+    top-up or a performance bonus, each with its reason. Credited to available at once."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup"
+        BONUS = "bonus"
+
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="adjustments")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    period = models.CharField(max_length=7, help_text="The month it is for, YYYY-MM.")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=300)
+    payout_line = models.ForeignKey("PayoutLine", on_delete=models.PROTECT, null=True, blank=True, related_name="adjustments")
+    paid_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["promoter", "kind", "period"], name="adjustment_once_per_month"),
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="adjustment_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.period} for {self.promoter_id}"
+
+
+class PayoutBatch(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"  # lines locked, exported, awaiting confirmation
+        CLOSED = "closed"  # every line paid or failed
+
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    currency = models.CharField(max_length=3)
+    period = models.CharField(max_length=7, blank=True, default="", help_text="The month closed by it, if any.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "payout batches"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "currency", "period"], condition=~Q(period=""), name="batch_once_per_month"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.currency} {self.period or self.created_at:%Y-%m-%d})"
+
+
+class PayoutLine(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+        FAILED = "failed"
+
+    batch = models.ForeignKey(PayoutBatch, on_delete=models.PROTECT, related_name="lines")
+    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="payout_lines")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    method = models.JSONField(default=dict, help_text="The payout method as it was when the line was built.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.CharField(max_length=300, blank=True, default="")
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "promoter"], name="line_once_per_promoter"),
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="line_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"line {self.pk}: {self.promoter_id}"
+
+
+class Statement(models.Model):
+    """A promoter's month, frozen when the month was closed."""
+
+    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="statements")
+    period = models.CharField(max_length=7)
+    currency = models.CharField(max_length=3)
+    figures = models.JSONField(help_text="Opening, commissions by kind, reversals, adjustments, payouts, closing (minor units).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-period", "promoter"]
+        constraints = [models.UniqueConstraint(fields=["promoter", "period", "currency"], name="statement_once_per_month")]
+
+    def __str__(self) -> str:
+        return f"statement {self.period} of {self.promoter_id}"
+
+
+class MonthClose(models.Model):
+    """One run of close_month for a merchant and month, with its reconciliation report."""
+
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    period = models.CharField(max_length=7)
+    report = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["merchant", "period"], name="close_once_per_month")]
+
+    def __str__(self) -> str:
+        return f"close {self.period} of {self.merchant_id}"
