@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -147,6 +148,10 @@ CELERY_BEAT_SCHEDULE = {
     "approve-due-commissions": {
         "task": "payouts.approve_due",
         "schedule": timedelta(minutes=5),
+    },
+    "close-last-month": {
+        "task": "payouts.close_last_month",
+        "schedule": crontab(minute=30, hour=2, day_of_month=1),
     },
 }
 # Events still queued after this long are handed to the workers again by the sweep.

@@ -25,7 +25,7 @@ from attribution.models import Credit, Touchpoint
 from attribution.services import conversion_weights
 
 from . import rules
-from .models import Account, Basis, Commission, Entry, Journal
+from .models import Account, Adjustment, Basis, Commission, Entry, Journal
 from .services import commission_lines
 
 CHUNK = 1000
@@ -81,13 +81,26 @@ def audit_ledger(*, merchant_id: int | None = None, progress: Callable[[str], No
     say(f"accounts: {report.accounts} running balances checked")
 
     # 3. Accounts hold exactly their commissions.
+    # pending: the pending commissions; available: the approved ones and the adjustments not
+    # in a payout line; processing: those in a line awaiting confirmation; paid: the rest.
     expected: dict[tuple[int, str, str], int] = defaultdict(int)
-    status_account = {"pending": "pending", "approved": "available", "paid": "paid"}
-    for promoter_id, currency, status, total in (
-        Commission.objects.filter(scope).values("promoter_id", "currency", "status").annotate(total=Sum("amount_minor"))
-        .values_list("promoter_id", "currency", "status", "total")
+    for promoter_id, currency, status, in_line, total in (
+        Commission.objects.filter(scope).values("promoter_id", "currency", "status", "payout_line__status")
+        .annotate(total=Sum("amount_minor"))
+        .values_list("promoter_id", "currency", "status", "payout_line__status", "total")
     ):
-        expected[(promoter_id, currency, status_account[status])] += total
+        if status == "approved" and in_line == "pending":
+            kind = "processing"
+        else:
+            kind = {"pending": "pending", "approved": "available", "paid": "paid"}[status]
+        expected[(promoter_id, currency, kind)] += total
+    for promoter_id, currency, paid_at, in_line, total in (
+        Adjustment.objects.filter(scope).values("promoter_id", "currency", "paid_at", "payout_line__status")
+        .annotate(total=Sum("amount_minor"))
+        .values_list("promoter_id", "currency", "paid_at", "payout_line__status", "total")
+    ):
+        kind = "paid" if paid_at else ("processing" if in_line == "pending" else "available")
+        expected[(promoter_id, currency, kind)] += total
     actual = {(p, c, k): sums.get(a, 0) for a, p, k, c, _, _ in accounts if p is not None}
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):

@@ -23,11 +23,11 @@ class UnbalancedJournal(ValueError):
 
 
 def promoter_accounts(merchant_id: int, currency: str, promoter_ids: Iterable[int]) -> dict[tuple[int, str], Account]:
-    """The pending/available/paid accounts of these promoters, created when missing."""
+    """The pending/available/processing/paid accounts of these promoters, created when missing."""
     ids = set(promoter_ids)
     if not ids:
         return {}
-    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PAID)
+    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
 
     def load():
         return {

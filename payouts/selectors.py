@@ -21,9 +21,13 @@ def promoter_balance(promoter: Promoter) -> dict[str, str]:
     balances = dict(
         Account.objects.filter(promoter=promoter, currency=currency).values_list("kind", "balance_minor")
     )
+    # Money locked in a payout line not yet confirmed is still approved and unpaid: available.
+    available = balances.get("available", 0) + balances.get("processing", 0)
     return {
         "currency": currency,
-        **{kind: money.format_minor(balances.get(kind, 0), currency) for kind in ("pending", "available", "paid")},
+        "pending": money.format_minor(balances.get("pending", 0), currency),
+        "available": money.format_minor(available, currency),
+        "paid": money.format_minor(balances.get("paid", 0), currency),
     }
 
 

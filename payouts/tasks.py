@@ -12,3 +12,20 @@ def approve_due() -> int:
         total += done
         if done == 0:
             return total
+
+
+@shared_task(name="payouts.close_last_month")
+def close_last_month() -> int:
+    """Scheduled on the first of each month: close the month that just ended."""
+    from django.utils import timezone
+
+    from affiliate.models import Merchant
+
+    from .closing import close_month
+
+    today = timezone.now().date()
+    year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    period = f"{year:04d}-{month:02d}"
+    for merchant in Merchant.objects.order_by("id"):
+        close_month(merchant=merchant, period=period)
+    return Merchant.objects.count()

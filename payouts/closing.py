@@ -1,0 +1,140 @@
+"""The month-end close: approve what is due, apply the plans, build the batch, write the
+statements and a reconciliation report. Idempotent: a second run changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from affiliate import money
+from affiliate.models import ConversionEvent, Merchant, Program
+from promoters.models import Promoter
+
+from . import plans, services
+from .audit import audit_ledger
+from .batches import batch_build
+from .models import Account, Commission, Entry, MonthClose, PayoutLine, Statement
+from .statements import LedgerMismatch, month_bounds, statement_write
+
+
+@dataclass
+class CloseResult:
+    merchant: Merchant
+    period: str
+    approved: int = 0
+    adjustments: int = 0
+    batches: list[int] = field(default_factory=list)
+    lines: int = 0
+    payable_minor: dict[str, int] = field(default_factory=dict)
+    statements_written: int = 0
+    report: dict = field(default_factory=dict)
+    already_closed: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.report.get("differences")
+
+
+def close_month(*, merchant: Merchant, period: str, now=None, progress: Callable[[str], None] | None = None) -> CloseResult:
+    say = progress or (lambda line: None)
+    start, end = month_bounds(period)
+    now = now or timezone.now()
+    if end > now:
+        raise ValueError(f"{period} has not ended yet; close it from {end:%Y-%m-%d}.")
+    result = CloseResult(merchant=merchant, period=period)
+    previous = MonthClose.objects.filter(merchant=merchant, period=period).first()
+    if previous is not None:
+        result.already_closed = True
+        result.report = previous.report
+        say(f"{merchant.name}: {period} was closed on {previous.created_at:%Y-%m-%d %H:%M}; nothing to do")
+        return result
+
+    say(f"{merchant.name}: approving commissions whose hold has ended")
+    while True:
+        done = services.approve_due(now=now)
+        result.approved += done
+        if done == 0:
+            break
+    say(f"  approved {result.approved}")
+
+    say("applying payout plans (guaranteed minimum, bonus)")
+    result.adjustments = len(plans.apply_plans(merchant=merchant, period=period))
+    say(f"  {result.adjustments} top-up(s) and bonus(es)")
+
+    currencies = sorted(set(Program.objects.filter(merchant=merchant).values_list("currency", flat=True)))
+    for currency in currencies:
+        say(f"building the {currency} payout batch")
+        built = batch_build(merchant=merchant, currency=currency, period=period, progress=say)
+        if built.batch is not None:
+            result.batches.append(built.batch.pk)
+            result.lines += built.lines
+            result.payable_minor[currency] = built.total_minor
+            say(f"  batch {built.batch.pk}: {built.lines} line(s), {money.format_minor(built.total_minor, currency)} {currency}")
+
+    promoters = list(Promoter.objects.filter(merchant=merchant, created_at__lt=end).select_related("program").order_by("id"))
+    say(f"writing statements for {len(promoters)} promoter(s)")
+    mismatches = []
+    for index, promoter in enumerate(promoters, start=1):
+        try:
+            _, created = statement_write(promoter=promoter, period=period)
+            result.statements_written += int(created)
+        except LedgerMismatch as exc:
+            mismatches.append(str(exc))
+        if index % 10_000 == 0:
+            say(f"  {index}/{len(promoters)}")
+
+    say("reconciling events, commissions, ledger and payouts")
+    result.report = reconciliation(merchant=merchant, period=period, extra=mismatches)
+    try:
+        with transaction.atomic():
+            MonthClose.objects.create(merchant=merchant, period=period, report=result.report)
+    except IntegrityError:
+        result.already_closed = True  # a concurrent run closed it first
+    return result
+
+
+def reconciliation(*, merchant: Merchant, period: str, extra=()) -> dict:
+    """Events vs commissions vs ledger vs payouts for the month, every difference named."""
+    start, end = month_bounds(period)
+    month = Q(created_at__gte=start, created_at__lt=end)
+    events = ConversionEvent.objects.filter(merchant=merchant, occurred_at__gte=start, occurred_at__lt=end)
+    queued = events.filter(status=ConversionEvent.Status.QUEUED).count()
+    commissions = Commission.objects.filter(Q(merchant=merchant) & month)
+    commission_total = commissions.aggregate(total=Sum("amount_minor"))["total"] or 0
+    # What the month's commissions put on promoters' accounts: their creation journals.
+    ledger_total = (
+        Entry.objects.filter(
+            journal__commission__in=commissions, journal__kind__in=["commission", "reversal", "clawback"],
+            account__promoter__isnull=False,
+        ).aggregate(total=Sum("amount_minor"))["total"]
+        or 0
+    )
+    lines = PayoutLine.objects.filter(batch__merchant=merchant, batch__period=period)
+    audit = audit_ledger(merchant_id=merchant.pk)
+    differences = list(audit.differences) + list(extra)
+    if queued:
+        differences.append(f"{queued} event(s) of {period} are still queued: not yet computed")
+    if commission_total != ledger_total:
+        differences.append(
+            f"commissions of {period} sum to {commission_total} minor units but their ledger entries to {ledger_total}"
+        )
+    balances = dict(
+        Account.objects.filter(merchant=merchant, promoter__isnull=False).values("kind")
+        .annotate(total=Sum("balance_minor")).values_list("kind", "total")
+    )
+    return {
+        "period": period,
+        "events": {"received": events.count(), "queued": queued,
+                   "purchases_minor": events.filter(type="purchase").aggregate(t=Sum("amount_minor"))["t"] or 0,
+                   "refunds_minor": events.filter(type="refund").aggregate(t=Sum("amount_minor"))["t"] or 0},
+        "commissions": {"count": commissions.count(), "total_minor": commission_total},
+        "ledger": {"commission_entries_minor": ledger_total, "balances_minor": balances},
+        "payouts": {"lines": lines.count(), "total_minor": lines.aggregate(t=Sum("amount_minor"))["t"] or 0},
+        "statements": Statement.objects.filter(promoter__merchant=merchant, period=period).count(),
+        "audit": {"events": audit.events, "commissions": audit.commissions, "journals": audit.journals},
+        "differences": differences,
+    }

@@ -1,0 +1,170 @@
+"""Monthly statements, computed from the ledger so that they match it to the cent.
+
+A promoter's balance on a statement is everything owed and not yet paid out: pending +
+available + processing. The month's movements are the ledger entries on those accounts,
+grouped by what caused them; moves between them (approval, batch lock, a failed line) net
+to zero and are checked to.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.db.models import Sum
+
+from affiliate import money
+from promoters.models import Promoter
+
+from .models import Account, Commission, Entry, Statement
+
+OWED = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING)
+FIGURES = ("opening", "direct", "override", "bounty", "reversals", "topups", "bonuses", "payouts", "closing")
+LABELS = {
+    "opening": "Opening balance",
+    "direct": "Commissions on your own sales",
+    "override": "Overrides from your team",
+    "bounty": "Registration bounties",
+    "reversals": "Refund reversals and clawbacks",
+    "topups": "Guaranteed-minimum top-ups",
+    "bonuses": "Performance bonuses",
+    "payouts": "Paid out",
+    "closing": "Closing balance",
+}
+
+
+class PeriodError(ValueError):
+    pass
+
+
+class LedgerMismatch(RuntimeError):
+    """A statement that would not match the ledger: never written, always reported."""
+
+
+def month_bounds(period: str) -> tuple[datetime, datetime]:
+    try:
+        year, month = (int(part) for part in period.split("-"))
+        if not (1 <= month <= 12 and 2000 <= year <= 2999 and len(period) == 7):
+            raise ValueError
+    except ValueError:
+        raise PeriodError(f"{period!r} is not a month: write YYYY-MM.") from None
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def statement_figures(promoter: Promoter, period: str) -> dict:
+    """Minor units: the opening and closing balances and what moved in between."""
+    start, end = month_bounds(period)
+    currency = promoter.program.currency
+    owed = Entry.objects.filter(account__promoter=promoter, account__currency=currency, account__kind__in=OWED)
+    opening = owed.filter(created_at__lt=start).aggregate(total=Sum("amount_minor"))["total"] or 0
+    month = owed.filter(created_at__gte=start, created_at__lt=end)
+    figures = dict.fromkeys(FIGURES, 0)
+    figures["opening"] = opening
+    transfers = 0
+    for journal_kind, commission_kind, memo, amount in month.values_list(
+        "journal__kind", "journal__commission__kind", "journal__memo", "amount_minor"
+    ):
+        if journal_kind == "commission":
+            figures[commission_kind] += amount
+        elif journal_kind in ("reversal", "clawback"):
+            figures["reversals"] += amount
+        elif journal_kind == "adjustment":
+            figures["bonuses" if memo.startswith("bonus") else "topups"] += amount
+        elif journal_kind in ("payout", "batch_paid"):
+            figures["payouts"] += amount
+        else:  # approval, batch_lock, batch_failed: moves between owed accounts
+            transfers += amount
+    if transfers:
+        raise LedgerMismatch(f"moves between owed accounts of promoter {promoter.pk} in {period} do not net to zero: {transfers}")
+    figures["closing"] = opening + sum(figures[k] for k in FIGURES if k not in ("opening", "closing"))
+    ledger_closing = owed.filter(created_at__lt=end).aggregate(total=Sum("amount_minor"))["total"] or 0
+    if ledger_closing != figures["closing"]:
+        raise LedgerMismatch(f"statement of promoter {promoter.pk} for {period} does not match the ledger")
+    by_kind = dict(
+        Entry.objects.filter(account__promoter=promoter, account__currency=currency, created_at__lt=end)
+        .values("account__kind").annotate(total=Sum("amount_minor")).values_list("account__kind", "total")
+    )
+    figures["closing_pending"] = by_kind.get("pending", 0)
+    figures["closing_available"] = by_kind.get("available", 0) + by_kind.get("processing", 0)
+    figures["paid_to_date"] = by_kind.get("paid", 0)
+    return {"currency": currency, "period": period, "minor": figures}
+
+
+@transaction.atomic
+def statement_write(*, promoter: Promoter, period: str) -> tuple[Statement, bool]:
+    """Freeze the month's statement once; a second call returns the first."""
+    existing = Statement.objects.filter(promoter=promoter, period=period, currency=promoter.program.currency).first()
+    if existing is not None:
+        return existing, False
+    figures = statement_figures(promoter, period)
+    return Statement.objects.create(promoter=promoter, period=period, currency=figures["currency"], figures=figures["minor"]), True
+
+
+def statement_lines(statement: Statement) -> list[tuple[str, str]]:
+    currency = statement.currency
+    return [(LABELS[key], money.format_minor(statement.figures[key], currency)) for key in FIGURES]
+
+
+def statement_commissions(statement: Statement):
+    start, end = month_bounds(statement.period)
+    return (
+        Commission.objects.filter(promoter_id=statement.promoter_id, currency=statement.currency, created_at__gte=start, created_at__lt=end)
+        .order_by("created_at", "id")
+    )
+
+
+def statement_csv(statement: Statement) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["statement", statement.period, statement.promoter.name, statement.currency])
+    for label, amount in statement_lines(statement):
+        writer.writerow([label, amount])
+    writer.writerow([])
+    writer.writerow(["commission", "created_at", "event", "kind", "level", "amount", "status"])
+    for c in statement_commissions(statement):
+        writer.writerow([c.pk, c.created_at.isoformat(), c.event_id, c.kind, c.level, money.format_minor(c.amount_minor, c.currency), c.status])
+    return out.getvalue()
+
+
+def statement_pdf(statement: Statement) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, f"Statement {statement.period}", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 11)
+    promoter = statement.promoter
+    pdf.cell(0, 7, _latin(f"{promoter.name} <{promoter.email}>, promoter {promoter.pk}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 7, f"Amounts in {statement.currency}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    for label, amount in statement_lines(statement):
+        bold = label in (LABELS["opening"], LABELS["closing"])
+        pdf.set_font("Helvetica", "B" if bold else "", 11)
+        pdf.cell(120, 8, label, border="B")
+        pdf.cell(50, 8, amount, border="B", align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(6)
+    pdf.set_font("Helvetica", "B", 11)
+    pdf.cell(0, 8, "Commissions this month", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    for header, width in (("Date", 40), ("Event", 25), ("Kind", 30), ("Level", 15), ("Amount", 30), ("Status", 30)):
+        pdf.cell(width, 6, header, border="B")
+    pdf.ln()
+    for c in statement_commissions(statement)[:2000]:
+        for text, width in (
+            (c.created_at.strftime("%Y-%m-%d %H:%M"), 40), (str(c.event_id), 25), (c.kind, 30), (str(c.level), 15),
+            (money.format_minor(c.amount_minor, c.currency), 30), (c.status, 30),
+        ):
+            pdf.cell(width, 5, text)
+        pdf.ln()
+    return bytes(pdf.output())
+
+
+def _latin(text: str) -> str:
+    """The core PDF fonts speak Latin-1; anything else is replaced, never an error."""
+    return text.encode("latin-1", "replace").decode("latin-1")
