@@ -101,3 +101,28 @@ def test_a_commission_status_moved_without_the_ledger_is_caught(busy):
     code, output = run()
     assert code == 1
     assert f"DIFFERENCE promoter {pending.promoter_id} pending: commissions say" in output
+
+
+def test_a_reversal_by_hand_is_clean_and_once(busy):
+    from payouts.finance import FinanceError, commission_reverse
+
+    pending = Commission.objects.filter(kind="override", status="pending", reversals__isnull=True).order_by("id").first()
+    reversal = commission_reverse(commission_id=pending.pk, reason="fraud found in review", by="finance@example.com")
+    assert (reversal.amount_minor, reversal.status, reversal.reason) == (
+        -pending.amount_minor, "pending", "fraud found in review (by finance@example.com)",
+    )
+    with pytest.raises(FinanceError, match="cannot be reversed"):
+        commission_reverse(commission_id=reversal.pk, reason="undo", by="x")
+    with pytest.raises(FinanceError, match="already reversed by hand"):
+        commission_reverse(commission_id=pending.pk, reason="again", by="x")
+    with pytest.raises(FinanceError, match="Give the reason"):
+        commission_reverse(commission_id=Commission.objects.filter(kind="direct").first().pk, reason=" ", by="x")
+    assert run()[0] == 0
+
+
+def test_reversing_more_than_a_commission_is_caught(busy):
+    reversal = Commission.objects.filter(kind="reversal").order_by("id").first()
+    Commission.objects.filter(pk=reversal.pk).update(amount_minor=reversal.amount_minor - 100_000)
+    code, output = run()
+    assert code == 1
+    assert f"DIFFERENCE commission {reversal.reverses_id} is reversed by" in output
