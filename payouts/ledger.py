@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -67,7 +68,7 @@ def post(postings: list[Posting]) -> None:
     for posting in postings:
         if sum(amount for _, amount in posting.lines) != 0:
             raise UnbalancedJournal(f"{posting.journal.kind} journal does not balance: {posting.lines}")
-    journals = Journal.objects.bulk_create([p.journal for p in postings])
+    journals = Journal.objects.bulk_create([p.journal for p in postings], batch_size=5000)
     now = timezone.now()
     entries = []
     deltas: dict[int, int] = defaultdict(int)
@@ -78,10 +79,39 @@ def post(postings: list[Posting]) -> None:
             entries.append(Entry(journal=journal, account=account, amount_minor=amount, created_at=now))
             if account.tracks_balance:
                 deltas[account.pk] += amount
-    Entry.objects.bulk_create(entries)
-    for account_id in sorted(deltas):
-        if deltas[account_id]:
-            Account.objects.filter(pk=account_id).update(balance_minor=F("balance_minor") + deltas[account_id])
+    Entry.objects.bulk_create(entries, batch_size=10000)
+    _move_balances({k: v for k, v in deltas.items() if v})
+
+
+def _move_balances(deltas: dict[int, int]) -> None:
+    """Add each delta to its account's running balance, in account order. Many accounts at
+    once (a month-end batch) go in one statement per thousand on PostgreSQL."""
+    ordered = sorted(deltas.items())
+    if len(ordered) > 20 and connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Account._meta.db_table)
+        with connection.cursor() as cursor:
+            for start in range(0, len(ordered), 1000):
+                chunk = ordered[start : start + 1000]
+                values = ", ".join(["(%s::bigint, %s::bigint)"] * len(chunk))
+                cursor.execute(
+                    f"UPDATE {table} AS a SET balance_minor = a.balance_minor + v.delta "
+                    f"FROM (VALUES {values}) AS v(id, delta) WHERE a.id = v.id",
+                    [x for pair in chunk for x in pair],
+                )
+        return
+    for account_id, delta in ordered:
+        Account.objects.filter(pk=account_id).update(balance_minor=F("balance_minor") + delta)
+
+
+def approval_of_many(merchant_id: int, promoter_id: int, amount: int, count: int, accounts: dict) -> Posting:
+    """One journal for all of a promoter's commissions whose hold ended in one run."""
+    return Posting(
+        Journal(merchant_id=merchant_id, kind=Journal.Kind.APPROVAL, memo=f"hold ended: {count} commission(s)"),
+        [
+            (accounts[(promoter_id, Account.Kind.PENDING)], -amount),
+            (accounts[(promoter_id, Account.Kind.AVAILABLE)], amount),
+        ],
+    )
 
 
 def sits_in(commission: Commission) -> str:

@@ -177,7 +177,7 @@ def _write(event: ConversionEvent, commissions: list[Commission]) -> None:
 
 
 @transaction.atomic
-def approve_due(*, now=None, limit: int = 10_000) -> int:
+def approve_due(*, now=None, limit: int = 50_000) -> int:
     """Approve pending commissions whose hold has ended (reversals move with theirs)."""
     now = now or timezone.now()
     due = list(
@@ -202,9 +202,17 @@ def _approve(due: list[Commission], now) -> int:
     postings = []
     for (merchant_id, currency), group in _by_merchant_currency(due).items():
         accounts = ledger.promoter_accounts(merchant_id, currency, {c.promoter_id for c in group})
-        postings.extend(ledger.approval(c, accounts) for c in group)
+        per_promoter: dict[int, list[int]] = {}
+        for commission in group:
+            per_promoter.setdefault(commission.promoter_id, []).append(commission.amount_minor)
+        # One journal per promoter and run: a month-end approves a million commissions.
+        for promoter_id, amounts in per_promoter.items():
+            if sum(amounts):
+                postings.append(ledger.approval_of_many(merchant_id, promoter_id, sum(amounts), len(amounts), accounts))
     ledger.post(postings)
-    Commission.objects.filter(pk__in=[c.pk for c in due]).update(status=Commission.Status.APPROVED, approved_at=now)
+    ids = [c.pk for c in due]
+    for start in range(0, len(ids), 10000):
+        Commission.objects.filter(pk__in=ids[start : start + 10000]).update(status=Commission.Status.APPROVED, approved_at=now)
     return len(due)
 
 
