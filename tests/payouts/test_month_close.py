@@ -29,7 +29,7 @@ from payouts.models import (
     Statement,
 )
 from payouts.plans import MonthFacts, plan_amounts
-from payouts.statements import statement_csv, statement_pdf
+from payouts.statements import statement_csv, statement_figures, statement_pdf
 from tests.payouts.world import World
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +95,9 @@ def test_close_approves_applies_plans_builds_the_batch_and_writes_statements(sep
     s_statement = Statement.objects.get(promoter=s, period=SEPT)
     assert (s_statement.figures["override"], s_statement.figures["reversals"], s_statement.figures["closing"]) == (5000, -1000, 4000)
     assert result.statements_written == 3
+    # The month-end writes them all at once; each matches the one-promoter computation.
+    for frozen in Statement.objects.select_related("promoter__program"):
+        assert frozen.figures == statement_figures(frozen.promoter, SEPT)["minor"]
     assert result.clean, result.report["differences"]
     assert result.report["events"]["purchases_minor"] == 110000
     assert result.report["events"]["refunds_minor"] == 20000
@@ -233,7 +236,7 @@ def test_the_command_prints_progress_and_a_summary(september):
         f"{w.merchant.name} {SEPT}: closed; approved 5, adjustments 2, batch lines 1 (80.00 USD), statements 3, differences 0"
     )
     assert "building the USD payout batch" in err.getvalue()
-    assert "writing statements for 3 promoter(s)" in err.getvalue()
+    assert "3 statement(s) written" in err.getvalue()
 
 
 needs_postgres = pytest.mark.skipif(not settings.IS_POSTGRES, reason="concurrent builders need PostgreSQL")
