@@ -153,6 +153,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.close_last_month",
         "schedule": crontab(minute=30, hour=2, day_of_month=1),
     },
+    "sweep-webhooks": {
+        "task": "payouts.sweep_webhooks",
+        "schedule": timedelta(seconds=10),
+    },
 }
 # Events still queued after this long are handed to the workers again by the sweep.
 EVENT_REQUEUE_AFTER_SECONDS = int(os.environ.get("EVENT_REQUEUE_AFTER_SECONDS", "30"))
@@ -244,6 +248,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CommissionKindEnum": ["direct", "override", "bounty", "reversal"],
         "TouchpointKindEnum": ["click", "coupon"],
+        "WebhookEventTypeEnum": ["commission.created", "commission.approved", "commission.reversed", "payout.paid"],
+        "WebhookDeliveryStatusEnum": ["pending", "succeeded", "failed"],
     },
 }
 

@@ -9,6 +9,7 @@ from affiliate import views as tracking
 from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
 from attribution.api import EventJourneyView
 from payouts.api import CommissionViewSet, PromoterBalanceView
+from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
 from promoters.api import PromoterViewSet
 
 router = SimpleRouter(trailing_slash=True)
@@ -17,11 +18,13 @@ router.register("promoters", PromoterViewSet, basename="promoter")
 router.register("links", LinkViewSet, basename="link")
 router.register("events", EventViewSet, basename="event")
 router.register("commissions", CommissionViewSet, basename="commission")
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 
 api_v1 = [
     path("merchant/", MerchantView.as_view(), name="merchant"),
     path("promoters/<int:id>/balance/", PromoterBalanceView.as_view(), name="promoter-balance"),
     path("events/<int:id>/journey/", EventJourneyView.as_view(), name="event-journey"),
+    path("webhooks/deliveries/<int:id>/replay/", WebhookDeliveryReplayView.as_view(), name="webhook-delivery-replay"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

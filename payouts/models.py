@@ -359,3 +359,72 @@ class MonthClose(models.Model):
 
     def __str__(self) -> str:
         return f"close {self.period} of {self.merchant_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL that receives signed POSTs for the events it subscribes to. A merchant-wide
+    endpoint (no promoter) gets every promoter's events; a promoter's endpoint only theirs."""
+
+    class Event(models.TextChoices):
+        COMMISSION_CREATED = "commission.created"
+        COMMISSION_APPROVED = "commission.approved"
+        COMMISSION_REVERSED = "commission.reversed"
+        PAYOUT_PAID = "payout.paid"
+
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    promoter = models.ForeignKey(
+        "promoters.Promoter", on_delete=models.CASCADE, null=True, blank=True, related_name="webhook_endpoints",
+        help_text="Set: only this promoter's events. Empty: every event of the merchant.",
+    )
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list, help_text="The event types subscribed to.")
+    secret = models.CharField(max_length=100, help_text="Signs every delivery; shown once, when the endpoint is created.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["merchant", "active"], name="webhook_endpoint_merchant")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: the JSON body, and where its sending stands. Sent once per
+    (endpoint, event id); retried with backoff until it succeeds or gives up; replayable."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=40)
+    event_id = models.CharField(max_length=100, help_text="Sent as X-Webhook-Id: the receiver's idempotency key.")
+    payload = models.JSONField(help_text="The body sent: {id, type, created_at, data}.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a pending delivery is due.")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    response_excerpt = models.CharField(max_length=1000, blank=True, default="")
+    log = models.JSONField(default=list, help_text="Every attempt: {at, attempt, status_code, error, duration_ms}.")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_delivery_once_per_event"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "succeeded", "failed"]), name="webhook_delivery_status_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} → endpoint {self.endpoint_id}"

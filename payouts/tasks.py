@@ -29,3 +29,20 @@ def close_last_month() -> int:
     for merchant in Merchant.objects.order_by("id"):
         close_month(merchant=merchant, period=period)
     return Merchant.objects.count()
+
+
+@shared_task(name="payouts.deliver_webhook")
+def deliver_webhook(delivery_id: int, expected_attempts: int | None = None) -> str | None:
+    """One attempt at one webhook delivery; a duplicate message finds nothing to do."""
+    from . import webhooks
+
+    delivery = webhooks.deliver(delivery_id, expected_attempts=expected_attempts)
+    return delivery.status if delivery else None
+
+
+@shared_task(name="payouts.sweep_webhooks")
+def sweep_webhooks() -> int:
+    """Queue every webhook delivery whose next attempt is due (retries, lost messages)."""
+    from . import webhooks
+
+    return webhooks.sweep()
