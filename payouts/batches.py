@@ -19,7 +19,7 @@ from django.utils import timezone
 from affiliate.models import Merchant
 from promoters.models import Promoter
 
-from . import ledger
+from . import ledger, webhooks
 from .models import Account, Adjustment, Commission, Journal, PayoutBatch, PayoutLine, PayoutMethod, PayoutPolicy
 
 
@@ -192,6 +192,10 @@ def lines_settle(*, line_ids, paid: bool, reason: str = "", now=None) -> int:
         Commission.objects.filter(payout_line_id__in=ids).update(payout_line=None)
         Adjustment.objects.filter(payout_line_id__in=ids).update(payout_line=None)
         PayoutLine.objects.filter(pk__in=ids).update(status=PayoutLine.Status.FAILED, settled_at=now, failure_reason=reason[:300])
+    if paid:
+        for line in lines:
+            line.status, line.settled_at = PayoutLine.Status.PAID, now
+            webhooks.emit_payout_paid(line=line)
     for batch_id in {line.batch_id for line in lines}:
         if not PayoutLine.objects.filter(batch_id=batch_id, status=PayoutLine.Status.PENDING).exists():
             PayoutBatch.objects.filter(pk=batch_id).update(status=PayoutBatch.Status.CLOSED, closed_at=now)

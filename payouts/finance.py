@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from . import ledger
+from . import ledger, webhooks
 from .models import Commission
 
 
@@ -54,4 +54,5 @@ def commission_reverse(*, commission_id: int, reason: str, by: str) -> Commissio
     accounts = ledger.promoter_accounts(commission.merchant_id, commission.currency, [commission.promoter_id])
     expense = ledger.expense_account(commission.merchant_id, commission.currency)
     ledger.post([ledger.creation(reversal, accounts, expense)])
+    webhooks.emit_commission(commission=reversal, event_type="commission.reversed")
     return reversal

@@ -18,7 +18,7 @@ from affiliate.models import ConversionEvent
 from attribution import services as attribution
 from promoters.models import Promoter
 
-from . import ledger, rules
+from . import ledger, rules, webhooks
 from .models import Basis, Commission
 
 
@@ -174,6 +174,12 @@ def _write(event: ConversionEvent, commissions: list[Commission]) -> None:
             commission.status = Commission.Status.APPROVED
             postings.append(ledger.approval(commission, accounts))
     ledger.post(postings)
+    webhooks.emit_commissions(commissions=[c for c in commissions if c.kind != Commission.Kind.REVERSAL], event_type="commission.created")
+    webhooks.emit_commissions(commissions=[c for c in commissions if c.kind == Commission.Kind.REVERSAL], event_type="commission.reversed")
+    webhooks.emit_commissions(
+        commissions=[c for c in commissions if c.kind != Commission.Kind.REVERSAL and c.status == Commission.Status.APPROVED],
+        event_type="commission.approved",
+    )
 
 
 @transaction.atomic
@@ -213,6 +219,9 @@ def _approve(due: list[Commission], now) -> int:
     ids = [c.pk for c in due]
     for start in range(0, len(ids), 10000):
         Commission.objects.filter(pk__in=ids[start : start + 10000]).update(status=Commission.Status.APPROVED, approved_at=now)
+    for commission in due:
+        commission.status, commission.approved_at = Commission.Status.APPROVED, now
+    webhooks.emit_commissions(commissions=due, event_type="commission.approved")
     return len(due)
 
 

@@ -345,6 +345,23 @@ def emit_commission(*, commission: Commission, event_type: str) -> list[WebhookD
     )
 
 
+def emit_commissions(*, commissions, event_type: str) -> int:
+    """``emit_commission`` for many rows: a merchant with no endpoint for this event (the
+    usual case for a month-end's approvals) costs one query, not one per row."""
+    wanted: dict[int, bool] = {}
+    written = 0
+    for commission in commissions:
+        if commission.merchant_id not in wanted:
+            wanted[commission.merchant_id] = any(
+                event_type in endpoint_events
+                for endpoint_events in WebhookEndpoint.objects.filter(merchant_id=commission.merchant_id, active=True)
+                .values_list("events", flat=True)
+            )
+        if wanted[commission.merchant_id]:
+            written += len(emit_commission(commission=commission, event_type=event_type))
+    return written
+
+
 def emit_payout_paid(*, line: PayoutLine) -> list[WebhookDelivery]:
     return emit(
         merchant_id=line.batch.merchant_id,
