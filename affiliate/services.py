@@ -5,6 +5,7 @@ Conversion events live in ``affiliate.events``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -12,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from . import money
@@ -288,37 +289,170 @@ def click_record(
     at=None,
 ) -> Click:
     """Store one click; create the visitor when the browser brought no valid id.
-    ``at`` backdates the click (the traffic simulator); the redirect leaves it unset."""
+    ``at`` backdates the click (the traffic simulator); the redirect leaves it unset.
+
+    When this returns the click is committed (or, inside ``transaction.atomic``, part of the
+    caller's transaction). On PostgreSQL the visitor and the click go in one statement: one
+    round trip, atomic by itself. Elsewhere: a transaction through the ORM."""
     now = at or timezone.now()
     subs = subs or {}
     new_visitor = visitor_id is None
     if new_visitor:
         visitor_id = uuid.uuid4()
-    click = Click(
-        link_id=target.id,
-        merchant_id=target.merchant_id,
-        program_id=target.program_id,
-        promoter_id=target.promoter_id,
-        visitor_id=visitor_id,
-        created_at=now,
-        user_agent=(user_agent or "")[:512],
-        referrer=(referrer or "")[:1024],
-        ip_hash=hash_ip(ip),
-        **{f"sub{i}": (subs.get(f"sub{i}") or "")[:255] for i in range(1, 6)},
-    )
-    with transaction.atomic():
+    values = {
+        "link_id": target.id,
+        "merchant_id": target.merchant_id,
+        "program_id": target.program_id,
+        "promoter_id": target.promoter_id,
+        "visitor_id": visitor_id,
+        "created_at": now,
+        "user_agent": (user_agent or "")[:512],
+        "referrer": (referrer or "")[:1024],
+        "ip_hash": hash_ip(ip),
+        "sub1": (subs.get("sub1") or "")[:255],
+        "sub2": (subs.get("sub2") or "")[:255],
+        "sub3": (subs.get("sub3") or "")[:255],
+        "sub4": (subs.get("sub4") or "")[:255],
+        "sub5": (subs.get("sub5") or "")[:255],
+    }
+    duplicate_seconds = 0 if new_visitor else target.duplicate_click_seconds
+    using = router.db_for_write(Click)
+    if connections[using].vendor == "postgresql":
+        return _click_insert_postgresql(values, using=using, duplicate_seconds=duplicate_seconds)
+    click = Click(**values)
+    with transaction.atomic(using=using):
         if new_visitor:
-            Visitor.objects.create(id=visitor_id, first_seen_at=now)
+            Visitor.objects.using(using).create(id=visitor_id, first_seen_at=now)
         else:
             # The cookie may come from another installation or a wiped database.
-            Visitor.objects.bulk_create([Visitor(id=visitor_id, first_seen_at=now)], ignore_conflicts=True)
-            if target.duplicate_click_seconds:
-                since = now - timezone.timedelta(seconds=target.duplicate_click_seconds)
-                if Click.objects.filter(visitor_id=visitor_id, link_id=target.id, created_at__gte=since).exists():
+            Visitor.objects.using(using).bulk_create([Visitor(id=visitor_id, first_seen_at=now)], ignore_conflicts=True)
+            if duplicate_seconds:
+                since = now - timezone.timedelta(seconds=duplicate_seconds)
+                if Click.objects.using(using).filter(visitor_id=visitor_id, link_id=target.id, created_at__gte=since).exists():
                     click.is_duplicate = True
-                    click.flag_reason = f"repeat click within {target.duplicate_click_seconds}s"
-        click.save(force_insert=True)
+                    click.flag_reason = _duplicate_reason(duplicate_seconds)
+        click.save(force_insert=True, using=using)
     return click
+
+
+def _duplicate_reason(seconds: int) -> str:
+    return f"repeat click within {seconds}s"
+
+
+# Field types whose Python values psycopg adapts as they are (no get_db_prep_save needed).
+_PLAIN_FIELD_TYPES = {
+    "AutoField", "BigAutoField", "BigIntegerField", "BooleanField", "CharField", "DateTimeField",
+    "ForeignKey", "IntegerField", "PositiveIntegerField", "SmallIntegerField", "TextField", "UUIDField",
+}
+
+
+@functools.cache
+def _click_insert_statement(using: str) -> tuple[str, tuple]:
+    """The one PostgreSQL statement that stores a click, and the click's fields in the order
+    of its parameters (each with whether its value goes to psycopg as it is). Built from the
+    models' metadata once per database alias.
+
+    * ``v`` inserts the visitor; ``ON CONFLICT DO NOTHING`` keeps a cookie we already know
+      (or one from another installation or a wiped database) working. Foreign keys are
+      deferred, so the click's reference to it is checked at the statement's commit.
+    * ``dup`` tells whether this visitor clicked this link since the given instant (a NULL
+      instant: no duplicate window, nothing to check).
+    * The click insert returns its flag; ``ON CONFLICT (id) DO NOTHING`` makes the statement
+      safe to send twice (see ``_click_insert_postgresql``), and the missing row says so."""
+    qn = connections[using].ops.quote_name
+    opts, visitor_opts = Click._meta, Visitor._meta
+    if [f.attname for f in visitor_opts.concrete_fields] != ["id", "first_seen_at"]:
+        raise RuntimeError("Visitor gained fields: update _click_insert_statement.")
+    fields = tuple(opts.concrete_fields)
+    col = {f.attname: qn(f.column) for f in fields}
+    table = qn(opts.db_table)
+    values = []
+    for f in fields:
+        if f.attname == "is_duplicate":
+            values.append("dup.d")
+        elif f.attname == "flag_reason":
+            values.append("CASE WHEN dup.d THEN %s ELSE '' END")
+        else:
+            values.append("%s")
+    sql = (
+        f"WITH v AS (INSERT INTO {qn(visitor_opts.db_table)} ({qn(visitor_opts.pk.column)}, {qn('first_seen_at')}) "
+        f"VALUES (%s, %s) ON CONFLICT DO NOTHING), "
+        f"dup AS (SELECT %s::timestamptz IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE {col['visitor_id']} = %s "
+        f"AND {col['link_id']} = %s AND {col['created_at']} >= %s::timestamptz) AS d) "
+        f"INSERT INTO {table} ({', '.join(col[f.attname] for f in fields)}) SELECT {', '.join(values)} FROM dup "
+        f"ON CONFLICT ({col[opts.pk.attname]}) DO NOTHING RETURNING {col['is_duplicate']}"
+    )
+    order = tuple((f, f.get_internal_type() in _PLAIN_FIELD_TYPES) for f in fields if f.attname != "is_duplicate")
+    return sql, order
+
+
+def _click_insert_postgresql(values: dict, *, using: str, duplicate_seconds: int) -> Click:
+    connection = connections[using]
+    sql, fields = _click_insert_statement(using)
+    reason = _duplicate_reason(duplicate_seconds) if duplicate_seconds else ""
+    since = values["created_at"] - timezone.timedelta(seconds=duplicate_seconds) if duplicate_seconds else None
+    row = []
+    for f, plain in fields:
+        if f.attname == "flag_reason":
+            row.append(reason)
+            continue
+        value = values[f.attname] if f.attname in values else f.get_default()
+        values[f.attname] = value
+        row.append(value if plain else f.get_db_prep_save(value, connection))
+    params = [values["visitor_id"], values["created_at"], since, values["visitor_id"], values["link_id"], since, *row]
+
+    # Sent on the connection Django manages, in autocommit (so committed when it returns),
+    # or in the caller's transaction when there is one.
+    inserted = _execute_click_statement(connection, sql, params, click_id=values[Click._meta.pk.attname])
+    if inserted is None:
+        # Nothing inserted: a click with this id exists already. Only a retry after a lost
+        # answer can cause that (see below); anything else is a genuine id collision.
+        raise IntegrityError("A click with this id already exists.")
+    values["is_duplicate"] = inserted
+    values["flag_reason"] = reason if inserted else ""
+    click = Click(**values)
+    click._state.adding = False
+    click._state.db = using
+    return click
+
+
+def _execute_click_statement(connection, sql: str, params: list, *, click_id: uuid.UUID):
+    """Run the click statement; return the stored is_duplicate flag, or None if no row was inserted.
+
+    The statement is prepared on each connection (PostgreSQL parses and plans it once, not
+    on every click). Django turns psycopg's automatic preparation off, so this asks for it
+    explicitly on a server-side-binding cursor; when queries are being logged or wrapped
+    (DEBUG, tests, ``connection.execute_wrapper``) it goes through Django's cursor instead.
+
+    A persistent connection can die between requests (a database restart). Instead of a
+    health-check query before every click (one more round trip), the statement is retried
+    once on a fresh connection when the failure came from the connection itself and no
+    transaction of the caller is open. The retry cannot store the click twice: the click id
+    is the same and the insert does nothing on an existing id; the flag is then read back."""
+    import psycopg
+
+    for attempt in (1, 2):
+        try:
+            # connection.cursor(), less its health check.
+            connection.ensure_connection()
+            if connection.queries_logged or connection.execute_wrappers:
+                with connection.wrap_database_errors:
+                    raw = connection.create_cursor()
+                with connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw) as cursor:
+                    cursor.execute(sql, params)
+                    row = cursor.fetchone()
+            else:
+                with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+                    cursor.execute(sql, params, prepare=True)
+                    row = cursor.fetchone()
+            if row is None and attempt == 2:
+                row = Click.objects.using(connection.alias).filter(pk=click_id).values_list("is_duplicate").first()
+            return None if row is None else row[0]
+        except (OperationalError, InterfaceError):
+            if attempt == 2 or connection.in_atomic_block or not connection.get_autocommit():
+                raise
+            connection.close()
+    raise AssertionError("unreachable")
 
 
 def link_target(code: str) -> LinkTarget | None:
