@@ -265,8 +265,11 @@ def event_body(event: ConversionEvent) -> dict:
         "commissions": [],
         "warnings": list(event.warnings or []),
     }
-    for name, reader in events.BODY_SECTIONS.items():
-        body[name] = reader(event)
+    if event.status != ConversionEvent.Status.QUEUED:
+        # Processing writes the sections in the transaction that marks the event processed:
+        # a queued event has none yet, so there is nothing to read.
+        for name, reader in events.BODY_SECTIONS.items():
+            body[name] = reader(event)
     return body
 
 
@@ -277,8 +280,12 @@ def ingest_response(merchant: Merchant, payload: dict, request, source: str) -> 
         idempotency_key=request.headers.get("Idempotency-Key"),
         source=source,
     )
-    # Re-read: with tasks inline the event was processed when the transaction committed.
-    event = ConversionEvent.objects.select_related("customer").get(pk=result.event.pk)
+    # With tasks inline the event was processed when the transaction committed (a worker may
+    # have been as quick): read its status again, and the whole event only if it changed.
+    event = result.event
+    status_now = ConversionEvent.objects.filter(pk=event.pk).values_list("status", flat=True).first()
+    if status_now != event.status:
+        event = ConversionEvent.objects.select_related("customer").get(pk=event.pk)
     return Response(event_body(event), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 

@@ -206,27 +206,54 @@ def clean_event(merchant: Merchant, payload: dict) -> CleanEvent:
 
 
 def _find_repeat(merchant: Merchant, data: CleanEvent) -> ConversionEvent | None:
-    """The event this request repeats, or ``None``; raise a 409 for a conflicting repeat."""
-    events = ConversionEvent.objects.filter(merchant=merchant).select_related("customer")
+    """The event this request repeats, or ``None``; raise a 409 for a conflicting repeat.
+
+    Runs on every event, and almost always finds nothing: the look-up reads only the few
+    columns the checks need, and the whole event is loaded only when there is a repeat."""
+    events = ConversionEvent.objects.filter(merchant=merchant)
     if data.type == "registration":
         # Through the customer's unique key first: an index look-up, not a scan of the merchant.
         customer_pk = Customer.objects.filter(merchant=merchant, external_id=data.customer_id).values_list("pk", flat=True).first()
         if customer_pk is None:
             return None
-        return events.filter(type="registration", customer_id=customer_pk).first()
+        return _load(events.filter(type="registration", customer_id=customer_pk).values_list("pk", flat=True).first())
     if data.type == "purchase":
-        existing = events.filter(type="purchase", order_id=data.order_id).first()
-        if existing is not None:
-            if existing.customer.external_id != data.customer_id:
-                raise conflict(f"Order {data.order_id} was already received for another customer.")
-            if existing.amount != data.amount:
-                raise conflict(f"Order {data.order_id} was already received with amount {existing.amount}.")
-        return existing
-    existing = events.filter(type="refund", order_id=data.order_id, refund_id=data.refund_id).first()
-    if existing is not None and data.amount is not None and existing.amount != data.amount:
+        row = (
+            events.filter(type="purchase", order_id=data.order_id)
+            .values_list("pk", "customer__external_id", "amount_minor", "currency")
+            .first()
+        )
+        if row is None:
+            return None
+        pk, external_id, amount_minor, currency = row
+        amount = _amount(amount_minor, currency)
+        if external_id != data.customer_id:
+            raise conflict(f"Order {data.order_id} was already received for another customer.")
+        if amount != data.amount:
+            raise conflict(f"Order {data.order_id} was already received with amount {amount}.")
+        return _load(pk)
+    row = (
+        events.filter(type="refund", order_id=data.order_id, refund_id=data.refund_id)
+        .values_list("pk", "amount_minor", "currency")
+        .first()
+    )
+    if row is None:
+        return None
+    pk, amount_minor, currency = row
+    amount = _amount(amount_minor, currency)
+    if data.amount is not None and amount != data.amount:
         what = f"refund {data.refund_id}" if data.refund_id else "a refund without refund_id"
-        raise conflict(f"Order {data.order_id} already has {what} of {existing.amount}.")
-    return existing
+        raise conflict(f"Order {data.order_id} already has {what} of {amount}.")
+    return _load(pk)
+
+
+def _amount(amount_minor: int | None, currency: str) -> Decimal | None:
+    """``ConversionEvent.amount`` from its columns."""
+    return None if amount_minor is None else money.from_minor(amount_minor, currency)
+
+
+def _load(pk: int | None) -> ConversionEvent | None:
+    return None if pk is None else ConversionEvent.objects.select_related("customer").get(pk=pk)
 
 
 def _find_by_key(merchant: Merchant, key: str | None, digest: str) -> ConversionEvent | None:
@@ -273,9 +300,10 @@ def event_ingest(
 
 @transaction.atomic
 def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source) -> IngestResult:
-    customer, _ = Customer.objects.get_or_create(merchant=merchant, external_id=data.customer_id)
-    # One writer per customer at a time: the journey decides which purchase is the first.
-    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    # Create the customer unless it exists (a no-op insert on the unique key), then lock it:
+    # one writer per customer at a time, for the journey decides which purchase is the first.
+    Customer.objects.bulk_create([Customer(merchant=merchant, external_id=data.customer_id)], ignore_conflicts=True)
+    customer = Customer.objects.select_for_update().get(merchant=merchant, external_id=data.customer_id)
     existing = _find_repeat(merchant, data)
     if existing is not None:
         return IngestResult(existing, False)
@@ -372,7 +400,8 @@ def _known_click(merchant: Merchant, click_ref: str) -> Click | None:
         click_id = uuid.UUID(click_ref)
     except ValueError:
         return None
-    return Click.objects.filter(pk=click_id, merchant=merchant).first()
+    # The event needs only the click's id and its visitor.
+    return Click.objects.filter(pk=click_id, merchant=merchant).only("id", "visitor_id").first()
 
 
 # --- Queuing and processing -----------------------------------------------------------
