@@ -254,6 +254,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CommissionKindEnum": ["direct", "override", "bounty", "reversal"],
         "TouchpointKindEnum": ["click", "coupon"],
+        "PayoutMethodKindEnum": ["paypal", "bank", "manual"],
         "WebhookEventTypeEnum": ["commission.created", "commission.approved", "commission.reversed", "payout.paid"],
         "WebhookDeliveryStatusEnum": ["pending", "succeeded", "failed"],
     },

@@ -9,6 +9,7 @@ from affiliate import views as tracking
 from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
 from attribution.api import EventJourneyView
 from payouts.api import CommissionViewSet, PromoterBalanceView
+from payouts.methods_api import PayoutMethodChangesView, PayoutMethodView
 from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
 from promoters.api import PromoterViewSet
 
@@ -23,6 +24,8 @@ router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 api_v1 = [
     path("merchant/", MerchantView.as_view(), name="merchant"),
     path("promoters/<int:id>/balance/", PromoterBalanceView.as_view(), name="promoter-balance"),
+    path("promoters/<int:id>/payout-method/", PayoutMethodView.as_view(), name="promoter-payout-method"),
+    path("promoters/<int:id>/payout-method/changes/", PayoutMethodChangesView.as_view(), name="promoter-payout-method-changes"),
     path("events/<int:id>/journey/", EventJourneyView.as_view(), name="event-journey"),
     path("webhooks/deliveries/<int:id>/replay/", WebhookDeliveryReplayView.as_view(), name="webhook-delivery-replay"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,0 +1,114 @@
+"""The merchant API for a promoter's payout method and its change log."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from affiliate.api_common import body_dict, errors, known_fields
+from promoters.models import Promoter
+
+from . import methods
+from .models import PayoutMethod, PayoutMethodChange
+
+WRITABLE = ("kind", "paypal_email", "account_holder", "iban", "bic")
+
+
+class PayoutMethodSerializer(serializers.Serializer):
+    promoter = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=PayoutMethod.Kind.values, help_text="paypal, bank, or manual (paid by hand)")
+    paypal_email = serializers.CharField(required=False, allow_blank=True, max_length=254, help_text="paypal: required")
+    account_holder = serializers.CharField(required=False, allow_blank=True, max_length=70, help_text="bank: required")
+    iban = serializers.CharField(
+        required=False, allow_blank=True, max_length=50, help_text="bank: required; stored compact, upper case"
+    )
+    bic = serializers.CharField(
+        required=False, allow_blank=True, max_length=20, help_text="bank: optional; must be of the IBAN's country"
+    )
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="null: never set (paid by hand)")
+
+    def to_representation(self, pair) -> dict:
+        promoter, method = pair
+        return {
+            "promoter": promoter.pk,
+            **methods.method_state(method),
+            "updated_at": method.updated_at.isoformat() if method else None,
+        }
+
+
+class PayoutMethodStateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=PayoutMethod.Kind.values)
+    paypal_email = serializers.CharField(allow_blank=True)
+    account_holder = serializers.CharField(allow_blank=True)
+    iban = serializers.CharField(allow_blank=True, help_text="Masked: only the last four characters shown")
+    bic = serializers.CharField(allow_blank=True)
+
+
+class PayoutMethodChangeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    changed_by = serializers.CharField(help_text="promoter:<id>, merchant:<id> key:<prefix>, or staff:<username>")
+    before = PayoutMethodStateSerializer()
+    after = PayoutMethodStateSerializer()
+    changed_at = serializers.DateTimeField()
+
+    def to_representation(self, change: PayoutMethodChange) -> dict:
+        return {
+            "id": change.pk,
+            "changed_by": change.changed_by,
+            "before": change.before,
+            "after": change.after,
+            "changed_at": change.changed_at.isoformat(),
+        }
+
+
+def _promoter(request, id: int) -> Promoter:
+    return get_object_or_404(Promoter, pk=id, merchant=request.user.merchant)
+
+
+class PayoutMethodView(APIView):
+    @extend_schema(
+        tags=["promoters"], summary="A promoter's payout method", responses={200: PayoutMethodSerializer, **errors(401, 404)}
+    )
+    def get(self, request, id: int):
+        promoter = _promoter(request, id)
+        method = PayoutMethod.objects.filter(promoter=promoter).first()
+        return Response(PayoutMethodSerializer((promoter, method)).data)
+
+    @extend_schema(
+        tags=["promoters"],
+        summary="Set a promoter's payout method",
+        description=(
+            "Replaces the method: the fields the kind does not use must be empty. A change is logged "
+            "(see `changes/`); sending what is already set changes nothing."
+        ),
+        request=PayoutMethodSerializer,
+        responses={200: PayoutMethodSerializer, **errors(400, 401, 404)},
+    )
+    def put(self, request, id: int):
+        promoter = _promoter(request, id)
+        data = known_fields(body_dict(request), WRITABLE, ("promoter", "updated_at"))
+        serializer = PayoutMethodSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        merchant = request.user.merchant
+        method = methods.payout_method_set(
+            promoter=promoter, changed_by=f"merchant:{merchant.pk} key:{merchant.api_key_prefix}", **serializer.validated_data
+        )
+        return Response(PayoutMethodSerializer((promoter, method)).data)
+
+
+@extend_schema(
+    tags=["promoters"],
+    summary="Changes of a promoter's payout method, newest first",
+    responses={200: PayoutMethodChangeSerializer(many=True), **errors(401, 404)},
+)
+class PayoutMethodChangesView(generics.ListAPIView):
+    serializer_class = PayoutMethodChangeSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return PayoutMethodChange.objects.none()
+        return PayoutMethodChange.objects.filter(promoter=_promoter(self.request, self.kwargs["id"])).order_by("-changed_at", "-id")
