@@ -1,11 +1,14 @@
 from django.contrib import admin
 
 from . import money
+from .admin_actions import export_as_csv
 from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program, ReferralLink, Visitor
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Facts recorded from traffic are never edited by hand."""
+
+    actions = [export_as_csv]
 
     def has_add_permission(self, request):
         return False
@@ -19,6 +22,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Merchant)
 class MerchantAdmin(admin.ModelAdmin):
+    actions = [export_as_csv]
     list_display = ("id", "name", "domain_list", "require_signature", "api_key_prefix", "created_at")
     search_fields = ("name",)
     list_filter = ("require_signature",)
@@ -35,6 +39,7 @@ class MerchantAdmin(admin.ModelAdmin):
 
 @admin.register(Program)
 class ProgramAdmin(admin.ModelAdmin):
+    actions = [export_as_csv]
     list_display = ("id", "name", "merchant", "currency", "attribution_model", "first_purchase_rate", "repeat_purchase_rate", "hold_days", "is_default")
     list_filter = ("attribution_model", "currency", "is_default")
     search_fields = ("name", "merchant__name")
@@ -44,6 +49,7 @@ class ProgramAdmin(admin.ModelAdmin):
 
 @admin.register(ReferralLink)
 class ReferralLinkAdmin(admin.ModelAdmin):
+    actions = [export_as_csv]
     list_display = ("code", "promoter", "program", "channel", "destination_url", "created_at")
     list_filter = ("channel",)
     search_fields = ("code", "promoter__email", "destination_url")

@@ -5,6 +5,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from affiliate import money
+from affiliate.admin_actions import export_as_csv
 from affiliate.models import ConversionEvent
 
 from .models import Credit, Touchpoint
@@ -12,6 +13,8 @@ from .selectors import event_journey
 
 
 class ReadOnly(admin.ModelAdmin):
+    actions = [export_as_csv]
+
     def has_add_permission(self, request):
         return False
 

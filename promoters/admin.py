@@ -1,10 +1,13 @@
 from django.contrib import admin
 
+from affiliate.admin_actions import export_as_csv
+
 from .models import Promoter
 
 
 @admin.register(Promoter)
 class PromoterAdmin(admin.ModelAdmin):
+    actions = [export_as_csv]
     list_display = ("id", "name", "email", "program", "sponsor", "status", "payout_plan", "referral_code", "coupon_code")
     list_filter = ("status", "payout_plan", "program")
     search_fields = ("name", "email", "referral_code", "coupon_code", "customer_id")
