@@ -2,14 +2,18 @@ from django import forms
 from django.contrib import admin, messages
 
 from affiliate import money
+from affiliate.admin_actions import export_as_csv
 from affiliate.errors import ServiceValidationError
 
 from . import webhooks
+from .admin_finance import CommissionFinanceActions
 from .models import Account, Basis, Commission, Entry, Journal, WebhookDelivery, WebhookEndpoint
 
 
 class ReadOnly(admin.ModelAdmin):
     """The ledger is append-only: nothing here is edited by hand."""
+
+    actions = [export_as_csv]
 
     def has_add_permission(self, request):
         return False
@@ -22,13 +26,14 @@ class ReadOnly(admin.ModelAdmin):
 
 
 @admin.register(Commission)
-class CommissionAdmin(ReadOnly):
+class CommissionAdmin(CommissionFinanceActions, ReadOnly):
     list_display = ("id", "event_id", "promoter", "kind", "level", "amount_display", "status", "available_at", "created_at")
     list_filter = ("status", "kind", "level", "currency")
     search_fields = ("=id", "=event__id", "promoter__name", "promoter__email")
     list_select_related = ("promoter",)
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = [export_as_csv, "approve_now", "reverse_with_reason"]
 
     @admin.display(description="amount")
     def amount_display(self, obj):

@@ -6,6 +6,11 @@ class PayoutsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
+        from .finance_group import finance_group_on_migrate
+
+        post_migrate.connect(finance_group_on_migrate, sender=self, dispatch_uid="payouts.finance_group")
         # Downstream fills the upstream registries: affiliate never imports payouts.
         from affiliate import events
 

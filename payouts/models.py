@@ -76,6 +76,10 @@ class Commission(models.Model):
             models.Index(fields=["status", "available_at"], name="commission_due"),
             models.Index(fields=["merchant", "created_at"], name="commission_merchant_time"),
         ]
+        permissions = [
+            ("approve_commission", "Can approve commissions now, before their hold ends"),
+            ("reverse_commission", "Can reverse a commission with a reason"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} to {self.promoter_id}"
