@@ -60,6 +60,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "affiliate.middleware.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Known /r/<code> links are answered here, without the middleware below (bench/README.md).
+    "affiliate.views.TrackRedirectMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
