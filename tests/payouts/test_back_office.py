@@ -29,13 +29,13 @@ from tests.payouts.world import World
 pytestmark = pytest.mark.django_db
 
 SALE = "2026-09-10T12:00:00Z"
-LATER = "2026-10-15T09:00:00Z"  # the month of the sale has ended; the 30-day hold not yet for all
+LATER = "2026-10-15T09:00:00Z"  # the month of the sale has ended, its 60-day hold has not
 
 
 @pytest.fixture
 def shop(django_capture_on_commit_callbacks):
     """P (sponsor S) sells 1,000.00 on 10 September: P 100.00 direct, S 50.00 override, both
-    pending for 30 days. P is paid by PayPal. Payouts from 50.00."""
+    pending for 60 days. P is paid by PayPal. Payouts from 50.00."""
     with time_machine.travel(SALE, tick=True):
         w = World(django_capture_on_commit_callbacks, hold_days=60, tier_rates=["0.05"])
         PayoutPolicy.objects.update_or_create(program=w.program, defaults={"minimum_payout_minor": 5000})
