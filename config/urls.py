@@ -8,8 +8,9 @@ from rest_framework.routers import SimpleRouter
 from affiliate import views as tracking
 from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
 from attribution.api import EventJourneyView
+from payouts import views as payout_pages
 from payouts.api import CommissionViewSet, PromoterBalanceView
-from payouts.methods_api import PayoutMethodChangesView, PayoutMethodView
+from payouts.methods_api import PayoutDetailsLinkView, PayoutMethodChangesView, PayoutMethodView
 from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
 from promoters.api import PromoterViewSet
 
@@ -26,6 +27,7 @@ api_v1 = [
     path("promoters/<int:id>/balance/", PromoterBalanceView.as_view(), name="promoter-balance"),
     path("promoters/<int:id>/payout-method/", PayoutMethodView.as_view(), name="promoter-payout-method"),
     path("promoters/<int:id>/payout-method/changes/", PayoutMethodChangesView.as_view(), name="promoter-payout-method-changes"),
+    path("promoters/<int:id>/payout-method/link/", PayoutDetailsLinkView.as_view(), name="promoter-payout-details-link"),
     path("events/<int:id>/journey/", EventJourneyView.as_view(), name="event-journey"),
     path("webhooks/deliveries/<int:id>/replay/", WebhookDeliveryReplayView.as_view(), name="webhook-delivery-replay"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -41,6 +43,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
     path("healthz", tracking.healthz, name="healthz"),
+    path("payout-details/<str:token>/", payout_pages.payout_details, name="payout-details"),
 ]
 
 if os.environ.get("BENCH_BARE_REDIRECT") == "1":

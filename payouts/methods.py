@@ -3,6 +3,9 @@ or by hand. One current method per promoter; every change is logged, the IBAN ma
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
@@ -155,3 +158,38 @@ def payout_method_set(
             promoter=promoter, changed_by=changed_by[:200], before=logged_state(before), after=logged_state(after)
         )
     return method
+
+
+# --- The promoter's own link -------------------------------------------------------------
+
+LINK_SALT = "payouts.payout-details"
+LINK_DAYS = 7
+
+
+def _last_change_id(promoter_id: int) -> int:
+    return PayoutMethodChange.objects.filter(promoter_id=promoter_id).order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def payout_details_token(promoter: Promoter) -> str:
+    """A signed link for the promoter to set their own payout details: valid for seven days
+    and until the details next change (so a used link cannot be replayed)."""
+    return signing.dumps({"p": promoter.pk, "c": _last_change_id(promoter.pk)}, salt=LINK_SALT, compress=True)
+
+
+class LinkInvalid(Exception):
+    pass
+
+
+def promoter_from_token(token: str) -> Promoter:
+    try:
+        data = signing.loads(token, salt=LINK_SALT, max_age=timedelta(days=LINK_DAYS))
+    except signing.SignatureExpired:
+        raise LinkInvalid("This link has expired. Ask for a new one.") from None
+    except signing.BadSignature:
+        raise LinkInvalid("This link is not valid.") from None
+    promoter = Promoter.objects.filter(pk=data.get("p")).select_related("program").first()
+    if promoter is None:
+        raise LinkInvalid("This link is not valid.")
+    if _last_change_id(promoter.pk) != data.get("c"):
+        raise LinkInvalid("This link was already used: your payout details changed since. Ask for a new one.")
+    return promoter

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
@@ -112,3 +117,23 @@ class PayoutMethodChangesView(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return PayoutMethodChange.objects.none()
         return PayoutMethodChange.objects.filter(promoter=_promoter(self.request, self.kwargs["id"])).order_by("-changed_at", "-id")
+
+
+class PayoutDetailsLinkSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="Send it to the promoter: a page where they set their own payout details")
+    expires_at = serializers.DateTimeField(help_text="Also void once the details change")
+
+
+@extend_schema(
+    tags=["promoters"],
+    summary="A link for the promoter to set their own payout details",
+    request=None,
+    responses={201: PayoutDetailsLinkSerializer, **errors(401, 404)},
+)
+class PayoutDetailsLinkView(APIView):
+    def post(self, request, id: int):
+        promoter = _promoter(request, id)
+        path = reverse("payout-details", args=[methods.payout_details_token(promoter)])
+        base = settings.TRACKING_BASE_URL or request.build_absolute_uri("/").rstrip("/")
+        expires = timezone.now() + timedelta(days=methods.LINK_DAYS)
+        return Response({"url": f"{base}{path}", "expires_at": expires.isoformat()}, status=201)
