@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -52,6 +53,8 @@ class TouchpointAdmin(ReadOnly):
 
     def explorer(self, request, event_id=None):
         """For any event: the journey's touchpoints with the weight and money each got."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         event_id = event_id or request.GET.get("event")
         journey = None
         if event_id and str(event_id).isdigit():

@@ -70,3 +70,10 @@ def test_attribution_compare_prints_what_would_change_and_writes_nothing(journey
     assert rows["Cleo"] == ["40.00", "33.33", "-6.67", "4.00", "3.33", "-0.67"]
     assert lines[-1].split() == ["total", "100.00", "100.00", "0.00", "10.00", "9.99", "-0.01"]
     assert (Commission.objects.count(), Entry.objects.count()) == before
+
+
+def test_the_explorer_needs_the_view_permission(journey, client):
+    w, body, _ = journey
+    User.objects.create_user("clerk", "clerk@example.com", "pw", is_staff=True)
+    client.force_login(User.objects.get(username="clerk"))
+    assert client.get(f"/admin/attribution/touchpoint/explorer/{body['id']}/").status_code == 403
