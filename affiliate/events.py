@@ -420,8 +420,10 @@ def enqueue_event(event_id: int) -> None:
 def event_process(*, event_id: int) -> ConversionEvent | None:
     """Run the downstream processors for one event, once. Safe to call again at any time."""
     with transaction.atomic():
+        # The customer comes along (the self-referral rule needs its id); only the event is locked.
         event = (
-            ConversionEvent.objects.select_for_update()
+            ConversionEvent.objects.select_for_update(of=("self",))
+            .select_related("customer")
             .filter(pk=event_id)
             .first()
         )

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import Account, Commission, Entry, Journal
@@ -60,6 +60,28 @@ def expense_account(merchant_id: int, currency: str) -> Account:
     return account
 
 
+def posting_accounts(merchant_id: int, currency: str, promoter_ids: Iterable[int]) -> tuple[dict[tuple[int, str], Account], Account]:
+    """``promoter_accounts`` and ``expense_account`` together: one query when they all exist."""
+    ids = set(promoter_ids)
+    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
+    accounts: dict[tuple[int, str], Account] = {}
+    expense = None
+    rows = Account.objects.filter(
+        Q(promoter_id__in=ids, currency=currency, kind__in=kinds)
+        | Q(merchant_id=merchant_id, promoter__isnull=True, kind=Account.Kind.EXPENSE, currency=currency)
+    )
+    for account in rows:
+        if account.promoter_id is None:
+            expense = account
+        else:
+            accounts[(account.promoter_id, account.kind)] = account
+    if len(accounts) < len(ids) * len(kinds):
+        accounts = promoter_accounts(merchant_id, currency, ids)
+    if expense is None:
+        expense = expense_account(merchant_id, currency)
+    return accounts, expense
+
+
 def post(postings: list[Posting]) -> None:
     """Write journals and entries, then move running balances: one ``F()`` update per
     account, in account order so that concurrent posters cannot deadlock."""
@@ -84,14 +106,19 @@ def post(postings: list[Posting]) -> None:
 
 
 def _move_balances(deltas: dict[int, int]) -> None:
-    """Add each delta to its account's running balance, in account order. Many accounts at
-    once (a month-end batch) go in one statement per thousand on PostgreSQL."""
+    """Add each delta to its account's running balance. On PostgreSQL the rows are locked in
+    account order first, so that concurrent posters cannot deadlock, and then moved in one
+    statement (per thousand accounts: a month-end batch moves many); elsewhere one ``F()``
+    update per account, in account order."""
     ordered = sorted(deltas.items())
-    if len(ordered) > 20 and connection.vendor == "postgresql":
+    if len(ordered) > 1 and connection.vendor == "postgresql":
         table = connection.ops.quote_name(Account._meta.db_table)
         with connection.cursor() as cursor:
             for start in range(0, len(ordered), 1000):
                 chunk = ordered[start : start + 1000]
+                cursor.execute(
+                    f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [[pk for pk, _ in chunk]]
+                )
                 values = ", ".join(["(%s::bigint, %s::bigint)"] * len(chunk))
                 cursor.execute(
                     f"UPDATE {table} AS a SET balance_minor = a.balance_minor + v.delta "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from affiliate import money
@@ -23,20 +24,55 @@ from .models import Basis, Commission
 
 
 def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, rules.PromoterFact]:
-    """The credited promoters and enough of their uplines: one query per tree level."""
-    facts: dict[int, rules.PromoterFact] = {}
-    frontier = set(promoter_ids)
-    depth = 0
+    """The credited promoters and enough of their uplines, in one query."""
+    return _facts_and_plans(promoter_ids, levels=levels, compress=compress)[0]
+
+
+def _facts_and_plans(promoter_ids, *, levels: int, compress: bool) -> tuple[dict[int, rules.PromoterFact], dict[int, str]]:
+    """``promoter_facts`` and each of those promoters' payout plan.
+
+    One recursive query fetches every promoter within ``limit`` sponsor steps; the walk
+    below then visits them level by level, nearest first and by id within a level, exactly
+    as a query per level would, so the facts (and the basis written from them) come out
+    the same, in the same order."""
+    start = set(promoter_ids)
+    if not start:
+        return {}, {}
     limit = rules.MAX_UPLINE_WALK if compress else levels
+    rows = {
+        pk: rest
+        for pk, *rest in Promoter.objects.filter(pk__in=_within_upline(start, limit)).values_list(
+            "id", "status", "sponsor_id", "customer_id", "commission_rate", "payout_plan"
+        )
+    }
+    facts: dict[int, rules.PromoterFact] = {}
+    plans: dict[int, str] = {}
+    frontier = start
+    depth = 0
     while frontier and depth <= limit:
-        rows = Promoter.objects.filter(pk__in=frontier).values_list("id", "status", "sponsor_id", "customer_id", "commission_rate")
-        frontier = set()
-        for pk, status, sponsor_id, customer_id, own_rate in rows:
+        level, frontier = sorted(pk for pk in frontier if pk in rows), set()
+        for pk in level:
+            status, sponsor_id, customer_id, own_rate, plan = rows[pk]
             facts[pk] = rules.PromoterFact(pk, status == Promoter.Status.ACTIVE, sponsor_id, customer_id, own_rate)
+            plans[pk] = plan
             if sponsor_id is not None and sponsor_id not in facts:
                 frontier.add(sponsor_id)
         depth += 1
-    return facts
+    return facts, plans
+
+
+def _within_upline(start: set[int], limit: int) -> RawSQL:
+    """The ids of these promoters and of their sponsors up to ``limit`` steps above (a
+    loop in the tree, which only a hand edit can make, ends at the step limit too)."""
+    qn = connection.ops.quote_name
+    table, pk, sponsor = qn(Promoter._meta.db_table), qn(Promoter._meta.pk.column), qn(Promoter._meta.get_field("sponsor").column)
+    placeholders = ", ".join(["%s"] * len(start))
+    return RawSQL(
+        f"WITH RECURSIVE up(pid, depth) AS (SELECT {pk}, 0 FROM {table} WHERE {pk} IN ({placeholders}) "
+        f"UNION SELECT p.{sponsor}, up.depth + 1 FROM up JOIN {table} p ON p.{pk} = up.pid "
+        f"WHERE p.{sponsor} IS NOT NULL AND up.depth < %s) SELECT pid FROM up",
+        (*sorted(start), limit),
+    )
 
 
 def _immediate(promoter_ids) -> set[int]:
@@ -59,7 +95,7 @@ def _process_gain(event: ConversionEvent) -> None:
     credits = attribution.attribution_record(event=event)
     if not credits:
         return
-    facts = promoter_facts([c.promoter_id for c in credits], levels=len(terms.tier_rates), compress=terms.compress_inactive)
+    facts, plans = _facts_and_plans([c.promoter_id for c in credits], levels=len(terms.tier_rates), compress=terms.compress_inactive)
     Basis.objects.create(event=event, promoters=rules.facts_to_json(facts))
     lines = commission_lines(event, terms, credits, facts)
     available_at = event.occurred_at + timedelta(days=terms.hold_days)
@@ -80,7 +116,9 @@ def _process_gain(event: ConversionEvent) -> None:
         )
         for line in lines
     ]
-    _write(event, commissions)
+    # Every commission goes to a promoter among the facts, whose payout plan came with them.
+    immediate = {pk for pk, plan in plans.items() if plan == Promoter.PayoutPlan.IMMEDIATE}
+    _write(event, commissions, immediate=immediate)
 
 
 def commission_lines(event: ConversionEvent, terms: rules.Terms, credits, facts) -> list[rules.Line]:
@@ -149,18 +187,19 @@ def _process_refund(event: ConversionEvent) -> None:
     _write(event, reversals)
 
 
-def _write(event: ConversionEvent, commissions: list[Commission]) -> None:
+def _write(event: ConversionEvent, commissions: list[Commission], *, immediate: set[int] | None = None) -> None:
+    """``immediate``: which of the promoters are paid at once, when the caller knows."""
     if not commissions:
         return
     now = timezone.now()
-    immediate = _immediate(c.promoter_id for c in commissions)
+    if immediate is None and any(c.kind != Commission.Kind.REVERSAL for c in commissions):
+        immediate = _immediate(c.promoter_id for c in commissions)
     for commission in commissions:
         if commission.kind != Commission.Kind.REVERSAL and (commission.promoter_id in immediate or commission.available_at <= now):
             commission.status = Commission.Status.APPROVED
             commission.approved_at = now
     Commission.objects.bulk_create(commissions)
-    accounts = ledger.promoter_accounts(event.merchant_id, event.currency, {c.promoter_id for c in commissions})
-    expense = ledger.expense_account(event.merchant_id, event.currency)
+    accounts, expense = ledger.posting_accounts(event.merchant_id, event.currency, {c.promoter_id for c in commissions})
     postings = []
     for commission in commissions:
         if commission.kind == Commission.Kind.REVERSAL:
