@@ -285,9 +285,14 @@ def event_ingest(
     if existing is not None:
         return IngestResult(existing, False)
     data = clean_event(merchant, payload)
-    existing = _find_repeat(merchant, data)
-    if existing is not None:
-        return IngestResult(existing, False)
+    if data.type == "refund":
+        # Checked again under the customer's lock in _record, which is enough for the other
+        # types: a repeat registration or purchase names a customer that exists already, and
+        # a conflicting one rolls back everything. A refund is matched by its order alone,
+        # so a repeat naming another customer_id would leave that customer behind.
+        existing = _find_repeat(merchant, data)
+        if existing is not None:
+            return IngestResult(existing, False)
     try:
         return _record(merchant, data, payload, idempotency_key, digest, source)
     except IntegrityError:
