@@ -41,5 +41,8 @@ lint: install-dev
 bench-redirect: install-dev
 	$(PY) bench/redirect.py
 
+bench-credit: install-dev
+	$(PY) bench/credit.py
+
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
