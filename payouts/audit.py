@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 
 from affiliate import money
 from affiliate.models import ConversionEvent
@@ -114,10 +114,8 @@ def audit_ledger(
                 f"promoter {promoter_id} {kind}: commissions say {money.format_minor(expected.get(key, 0), currency)}, "
                 f"the ledger says {money.format_minor(actual.get(key, 0), currency)}"
             )
-    created = set(
-        Journal.objects.filter(scope, kind__in=["commission", "reversal", "clawback"]).values_list("commission_id", flat=True)
-    )
-    missing = Commission.objects.filter(scope).exclude(pk__in=created).values_list("id", flat=True)[:100]
+    created = Journal.objects.filter(scope, kind__in=["commission", "reversal", "clawback"], commission_id=OuterRef("pk"))
+    missing = Commission.objects.filter(scope).exclude(Exists(created)).values_list("id", flat=True)[:100]
     for commission_id in missing:
         report.differences.append(f"commission {commission_id} has no journal in the ledger")
     say("accounts against commissions: checked")
