@@ -20,7 +20,7 @@ from attribution import services as attribution
 from promoters.models import Promoter
 
 from . import ledger, rules, webhooks
-from .models import Basis, Commission
+from .models import Account, Basis, Commission, Journal, WebhookEndpoint
 
 
 def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, rules.PromoterFact]:
@@ -225,12 +225,66 @@ def _write(event: ConversionEvent, commissions: list[Commission], *, immediate: 
 def approve_due(*, now=None, limit: int = 50_000) -> int:
     """Approve pending commissions whose hold has ended (reversals move with theirs)."""
     now = now or timezone.now()
+    if transaction.get_connection().vendor == "postgresql":
+        return _approve_due_in_sql(now, limit)
     due = list(
         Commission.objects.select_for_update(skip_locked=True)
         .filter(status=Commission.Status.PENDING, available_at__lte=now)
         .order_by("id")[:limit]
     )
     return _approve(due, now)
+
+
+def _approve_due_in_sql(now, limit: int) -> int:
+    """``approve_due`` on PostgreSQL, set-based (a month-end approves a million): the database
+    takes the same rows (oldest first, skipping those another approver holds), approves
+    them and sums them per promoter; the approval journals are ``_approve``'s, one per
+    promoter and run, in the order of each promoter's first commission."""
+    table = transaction.get_connection().ops.quote_name(Commission._meta.db_table)
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH due AS (SELECT id FROM {table} WHERE status = %s AND available_at <= %s "
+            f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
+            f"approved AS (UPDATE {table} AS c SET status = %s, approved_at = %s FROM due WHERE c.id = due.id "
+            f"RETURNING c.id, c.merchant_id, c.currency, c.promoter_id, c.amount_minor) "
+            f"SELECT merchant_id, currency, promoter_id, SUM(amount_minor), COUNT(*), ARRAY_AGG(id) "
+            f"FROM approved GROUP BY merchant_id, currency, promoter_id ORDER BY MIN(id)",
+            [Commission.Status.PENDING, now, limit, Commission.Status.APPROVED, now],
+        )
+        groups = cursor.fetchall()
+    if not groups:
+        return 0
+    # _approve's postings are grouped by merchant and currency, in order of first appearance.
+    first_seen = {}
+    for merchant_id, currency, *_ in groups:
+        first_seen.setdefault((merchant_id, currency), len(first_seen))
+    groups.sort(key=lambda g: first_seen[(g[0], g[1])])
+    ledger.post_moves([
+        ledger.Move(
+            merchant_id, currency, promoter_id, int(total), f"hold ended: {count} commission(s)",
+            Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
+        )
+        for merchant_id, currency, promoter_id, total, count, _ in groups
+        if total
+    ])
+    ids_of: dict[int, list[int]] = {}
+    for merchant_id, _, _, _, _, ids in groups:
+        ids_of.setdefault(merchant_id, []).extend(ids)
+    emit_approved(ids_of)
+    return sum(count for *_, count, _ in groups)
+
+
+def emit_approved(ids_of: dict[int, list[int]]) -> None:
+    """``commission.approved`` for commissions approved set-based (their ids by merchant):
+    loaded, in id order, only for the merchants that have an endpoint at all;
+    ``emit_commissions`` then checks which events each endpoint takes."""
+    listening = set(WebhookEndpoint.objects.filter(merchant_id__in=list(ids_of), active=True).values_list("merchant_id", flat=True))
+    ids = sorted(pk for merchant_id in listening for pk in ids_of[merchant_id])
+    for start in range(0, len(ids), 10000):
+        webhooks.emit_commissions(
+            commissions=list(Commission.objects.filter(pk__in=ids[start : start + 10000]).order_by("id")),
+            event_type="commission.approved",
+        )
 
 
 @transaction.atomic
