@@ -13,13 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import OuterRef, Subquery, Sum
+from django.db.models import OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from affiliate.models import Merchant
+from affiliate.models import Merchant, Program
 from promoters.models import Promoter
 
-from . import ledger, webhooks
+from . import ledger, services, webhooks
 from .models import Account, Adjustment, Commission, Journal, PayoutBatch, PayoutLine, PayoutMethod, PayoutPolicy
 
 
@@ -50,12 +50,22 @@ class BatchResult:
     lines: int
     total_minor: int
     created: bool
+    approved: int = 0  # commissions approved into the lines (``approve_due_at``)
 
 
-def _payable_by_promoter(merchant_id: int, currency: str) -> dict[int, int]:
+def _payable(merchant_id: int, currency: str, due_by=None):
+    """Approved commissions not yet in a line; with ``due_by``, also the pending ones whose
+    hold has ended by then (``approve_due`` would approve them)."""
+    payable = Q(status=Commission.Status.APPROVED)
+    if due_by is not None:
+        payable |= Q(status=Commission.Status.PENDING, available_at__lte=due_by)
+    return Commission.objects.filter(payable, merchant_id=merchant_id, currency=currency, payout_line__isnull=True)
+
+
+def _payable_by_promoter(merchant_id: int, currency: str, due_by=None) -> dict[int, int]:
     totals: dict[int, int] = defaultdict(int)
     for promoter_id, total in (
-        Commission.objects.filter(merchant_id=merchant_id, currency=currency, status=Commission.Status.APPROVED, payout_line__isnull=True)
+        _payable(merchant_id, currency, due_by)
         .values("promoter_id").annotate(total=Sum("amount_minor")).values_list("promoter_id", "total")
     ):
         totals[promoter_id] += total
@@ -68,37 +78,41 @@ def _payable_by_promoter(merchant_id: int, currency: str) -> dict[int, int]:
 
 
 @transaction.atomic
-def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress=None) -> BatchResult:
-    """One line per promoter whose payable balance reaches their program's minimum."""
+def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress=None, approve_due_at=None) -> BatchResult:
+    """One line per promoter whose payable balance reaches their program's minimum.
+
+    ``approve_due_at`` (the month-end): the merchant's pending commissions in this currency
+    whose hold has ended by then count as approved, and are approved as ``approve_due``
+    would (approval journals, one per promoter, and webhooks) by the very update that
+    claims them for their lines, so that each of a month's million commissions is written
+    once, not twice."""
     Merchant.objects.select_for_update().filter(pk=merchant.pk).first()  # one builder per merchant at a time
     if period:
         existing = PayoutBatch.objects.filter(merchant=merchant, currency=currency, period=period).first()
         if existing is not None:
             total = existing.lines.aggregate(total=Sum("amount_minor"))["total"] or 0
             return BatchResult(existing, existing.lines.count(), total, False)
-    totals = _payable_by_promoter(merchant.pk, currency)
+    totals = _payable_by_promoter(merchant.pk, currency, approve_due_at)
     if not totals:
         return BatchResult(None, 0, 0, False)
-    promoters = {
-        p.pk: p
-        for p in Promoter.objects.filter(pk__in=list(totals)).select_related("program", "program__payout_policy", "payout_method")
-    }
-    minimums = {}
-    for promoter in promoters.values():
-        program = promoter.program
-        if program.pk not in minimums:
-            minimums[program.pk] = policy_for(program).minimum_payout_minor
+    # Plain values, not instances: a month-end has a hundred thousand promoters.
+    program_of = _of_promoters(Promoter.objects.filter(merchant_id=merchant.pk), "id", "program_id", ids=totals)
+    minimums = {program.pk: policy_for(program).minimum_payout_minor for program in Program.objects.filter(pk__in=set(program_of.values()))}
     eligible = {
-        pid: total for pid, total in totals.items() if total > 0 and total >= minimums[promoters[pid].program_id]
+        pid: total for pid, total in totals.items() if total > 0 and total >= minimums[program_of[pid]]
     }
     if not eligible:
         return BatchResult(None, 0, 0, False)
+    methods = _of_promoters(
+        PayoutMethod.objects.filter(promoter__merchant_id=merchant.pk), "promoter_id", "kind", "paypal_email",
+        "account_holder", "iban", "bic", ids=eligible,
+    )
     batch = PayoutBatch.objects.create(merchant=merchant, currency=currency, period=period)
     PayoutLine.objects.bulk_create(
         [
             PayoutLine(
                 batch=batch, promoter_id=pid, amount_minor=total, currency=currency,
-                method=method_snapshot(getattr(promoters[pid], "payout_method", None)),
+                method=method_snapshot(PayoutMethod(promoter_id=pid, **methods[pid]) if pid in methods else None),
             )
             for pid, total in eligible.items()
         ],
@@ -106,36 +120,124 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
     )
     if progress:
         progress(f"batch {batch.pk}: {len(eligible)} lines to lock")
-    line_of = PayoutLine.objects.filter(batch=batch, promoter_id=OuterRef("promoter_id")).values("id")[:1]
+    if transaction.get_connection().vendor == "postgresql":
+        # Statistics for the lines just written: without them the planner guesses a handful
+        # and walks a month-end's million commissions promoter by promoter, in random order,
+        # instead of reading them once.
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(f"ANALYZE {transaction.get_connection().ops.quote_name(PayoutLine._meta.db_table)}")
     # The claim: only what is still unclaimed, so nothing is ever in two lines.
-    Commission.objects.filter(
-        merchant_id=merchant.pk, currency=currency, status=Commission.Status.APPROVED, payout_line__isnull=True,
-        promoter_id__in=PayoutLine.objects.filter(batch=batch).values("promoter_id"),
-    ).update(payout_line=Subquery(line_of))
-    Adjustment.objects.filter(
+    approved, moves = _approve_due(batch, currency, approve_due_at) if approve_due_at is not None else (0, [])
+    _claim(_payable(merchant.pk, currency), batch)
+    _claim(Adjustment.objects.filter(
         merchant_id=merchant.pk, currency=currency, payout_line__isnull=True, paid_at__isnull=True,
-        promoter_id__in=PayoutLine.objects.filter(batch=batch).values("promoter_id"),
-    ).update(payout_line=Subquery(line_of))
+    ), batch)
     claimed = _claimed_totals(batch)
-    postings, empty = [], []
-    lines = list(PayoutLine.objects.filter(batch=batch).select_related("batch"))
-    accounts = ledger.promoter_accounts(merchant.pk, currency, [line.promoter_id for line in lines])
-    for line in lines:
-        amount = claimed.get(line.pk, 0)
+    empty, total, count = [], 0, 0
+    for line_id, promoter_id, line_amount in PayoutLine.objects.filter(batch=batch).values_list("id", "promoter_id", "amount_minor"):
+        amount = claimed.get(line_id, 0)
         if amount <= 0:  # everything it counted on was claimed elsewhere in the meantime
-            empty.append(line.pk)
+            empty.append(line_id)
             continue
-        if amount != line.amount_minor:
-            line.amount_minor = amount
-            PayoutLine.objects.filter(pk=line.pk).update(amount_minor=amount)
-        postings.append(_posting(line, Journal.Kind.BATCH_LOCK, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, accounts))
+        if amount != line_amount:
+            PayoutLine.objects.filter(pk=line_id).update(amount_minor=amount)
+        moves.append(ledger.Move(
+            merchant.pk, currency, promoter_id, amount, f"batch {batch.pk} line {line_id}",
+            Journal.Kind.BATCH_LOCK, Account.Kind.AVAILABLE, Account.Kind.PROCESSING,
+        ))
+        total += amount
+        count += 1
     if empty:
         Commission.objects.filter(payout_line_id__in=empty).update(payout_line=None)
         Adjustment.objects.filter(payout_line_id__in=empty).update(payout_line=None)
         PayoutLine.objects.filter(pk__in=empty).delete()
-    ledger.post(postings)
-    total = sum(line.amount_minor for line in lines if line.pk not in empty)
-    return BatchResult(batch, len(lines) - len(empty), total, True)
+    ledger.post_moves(moves)  # the approvals, then the locks: one set of statements for both
+    return BatchResult(batch, count, total, True, approved)
+
+
+def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledger.Move]]:
+    """Approve the merchant's pending commissions in this currency whose hold has ended by
+    ``now``, those of the batch's promoters claimed for their lines by the same update, and
+    send their webhooks. Returns how many, and their approval journals to post (pending →
+    available, one per promoter, in order of each one's first commission, as
+    ``approve_due`` writes them)."""
+    due = Commission.objects.filter(
+        merchant_id=batch.merchant_id, currency=currency, status=Commission.Status.PENDING, available_at__lte=now,
+        payout_line__isnull=True,
+    )
+    rows = _claim(due, batch, approved_at=now, every_promoter=True)
+    per_promoter: dict[int, list[int]] = {}
+    for _, promoter_id, amount in sorted(rows):
+        per_promoter.setdefault(promoter_id, []).append(amount)
+    services.emit_approved({batch.merchant_id: [pk for pk, _, _ in rows]})
+    return len(rows), [
+        ledger.Move(
+            batch.merchant_id, currency, promoter_id, sum(amounts), f"hold ended: {len(amounts)} commission(s)",
+            Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
+        )
+        for promoter_id, amounts in per_promoter.items()
+        if sum(amounts)
+    ]
+
+
+def _of_promoters(queryset, key: str, *fields: str, ids) -> dict:
+    """``{promoter id: value(s)}`` for these promoters, read from ``queryset`` (the merchant's
+    rows, one cheap query) and, for any id it does not hold, by id."""
+    def rows(qs):
+        if len(fields) == 1:
+            return {row[0]: row[1] for row in qs.values_list(key, *fields)}
+        return {row[0]: dict(zip(fields, row[1:], strict=True)) for row in qs.values_list(key, *fields)}
+
+    found = rows(queryset)
+    missing = [pid for pid in ids if pid not in found]
+    if missing:
+        found.update(rows(queryset.model.objects.filter(**{f"{key}__in": missing})))
+    return {pid: found[pid] for pid in ids if pid in found}
+
+
+def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=False) -> list[tuple[int, int, int]]:
+    """Point the unclaimed rows of the batch's promoters at their line, and with
+    ``approved_at`` approve them in the same update (with ``every_promoter``, the rows of
+    the merchant's other promoters too, left unclaimed). Returns ``(id, promoter_id,
+    amount_minor)`` of every row updated. Each row's own conditions are checked again under
+    its lock, so a row another builder or approver took first is left alone."""
+    lines = PayoutLine.objects.filter(batch=batch)
+    model = queryset.model
+    approve = {"status": Commission.Status.APPROVED, "approved_at": approved_at} if approved_at is not None else {}
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        mine = queryset.filter(promoter__merchant_id=batch.merchant_id) if every_promoter else queryset.filter(promoter_id__in=lines.values("promoter_id"))
+        rows = list(mine.select_for_update().order_by("id").values_list("id", "promoter_id", "amount_minor"))
+        line_of = lines.filter(promoter_id=OuterRef("promoter_id")).values("id")[:1]
+        for start in range(0, len(rows), 10000):
+            chunk = [pk for pk, _, _ in rows[start : start + 10000]]
+            mine.filter(pk__in=chunk).update(payout_line=Subquery(line_of), **approve)
+        return rows
+    # One joined update, the table read once in order: the lines hashed (the planner has
+    # statistics for them, see batch_build), or every promoter of the merchant with their
+    # line if any.
+    compiler = queryset.query.get_compiler(connection=connection)
+    where, params = queryset.query.where.as_sql(compiler, connection)  # the row's own columns: no join
+    qn = connection.ops.quote_name
+    table, line_table = qn(model._meta.db_table), qn(PayoutLine._meta.db_table)
+    if every_promoter:
+        source = (
+            f"(SELECT p.id AS promoter_id, l.id AS line_id FROM {qn(Promoter._meta.db_table)} p "
+            f"LEFT JOIN {line_table} l ON l.batch_id = %s AND l.promoter_id = p.id WHERE p.merchant_id = %s) AS l"
+        )
+        source_params = [batch.pk, batch.merchant_id]
+    else:
+        source = f"(SELECT promoter_id, id AS line_id FROM {line_table} WHERE batch_id = %s) AS l"
+        source_params = [batch.pk]
+    sets = "".join(f", {qn(model._meta.get_field(name).column)} = %s" for name in approve)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET payout_line_id = l.line_id{sets} FROM {source} "
+            f"WHERE l.promoter_id = {table}.promoter_id AND {where} "
+            f"RETURNING {table}.id, {table}.promoter_id, {table}.amount_minor",
+            [*approve.values(), *source_params, *params],
+        )
+        return cursor.fetchall()
 
 
 def _claimed_totals(batch: PayoutBatch) -> dict[int, int]:

@@ -1,9 +1,10 @@
-"""The month-end close: approve what is due, apply the plans, build the batch, write the
+"""The month-end close: apply the plans, approve what is due and build the batch, write the
 statements and a reconciliation report. Idempotent: a second run changes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
@@ -52,7 +53,26 @@ def close_month(*, merchant: Merchant, period: str, now=None, progress: Callable
         say(f"{merchant.name}: {period} was closed on {previous.created_at:%Y-%m-%d %H:%M}; nothing to do")
         return result
 
-    say(f"{merchant.name}: approving commissions whose hold has ended")
+    # The plans read the month's commissions whatever their status, so they come first; the
+    # batch then approves what is due with the very update that claims it (a month-end's
+    # million commissions are each written once), and the rest is approved after it.
+    say(f"{merchant.name}: applying payout plans (guaranteed minimum, bonus)")
+    result.adjustments = len(plans.apply_plans(merchant=merchant, period=period))
+    say(f"  {result.adjustments} top-up(s) and bonus(es)")
+
+    currencies = sorted(set(Program.objects.filter(merchant=merchant).values_list("currency", flat=True)))
+    for currency in currencies:
+        say(f"building the {currency} payout batch, approving with it the commissions whose hold has ended")
+        with _roomy():
+            built = batch_build(merchant=merchant, currency=currency, period=period, progress=say, approve_due_at=now)
+        result.approved += built.approved
+        if built.batch is not None:
+            result.batches.append(built.batch.pk)
+            result.lines += built.lines
+            result.payable_minor[currency] = built.total_minor
+            say(f"  batch {built.batch.pk}: {built.lines} line(s), {money.format_minor(built.total_minor, currency)} {currency}")
+
+    say("approving the other commissions whose hold has ended")
     while True:
         done = services.approve_due(now=now)
         result.approved += done
@@ -60,36 +80,37 @@ def close_month(*, merchant: Merchant, period: str, now=None, progress: Callable
             break
     say(f"  approved {result.approved}")
 
-    say("applying payout plans (guaranteed minimum, bonus)")
-    result.adjustments = len(plans.apply_plans(merchant=merchant, period=period))
-    say(f"  {result.adjustments} top-up(s) and bonus(es)")
-
-    currencies = sorted(set(Program.objects.filter(merchant=merchant).values_list("currency", flat=True)))
-    for currency in currencies:
-        say(f"building the {currency} payout batch")
-        built = batch_build(merchant=merchant, currency=currency, period=period, progress=say)
-        if built.batch is not None:
-            result.batches.append(built.batch.pk)
-            result.lines += built.lines
-            result.payable_minor[currency] = built.total_minor
-            say(f"  batch {built.batch.pk}: {built.lines} line(s), {money.format_minor(built.total_minor, currency)} {currency}")
-
     say("writing statements")
     mismatches = []
     try:
-        result.statements_written = statements_write_all(merchant_id=merchant.pk, period=period, progress=say)
+        with _roomy():
+            result.statements_written = statements_write_all(merchant_id=merchant.pk, period=period, progress=say)
     except LedgerMismatch as exc:
         mismatches.append(str(exc))
     say(f"  {result.statements_written} statement(s) written")
 
     say("reconciling events, commissions, ledger and payouts")
-    result.report = reconciliation(merchant=merchant, period=period, extra=mismatches)
+    with _roomy():
+        result.report = reconciliation(merchant=merchant, period=period, extra=mismatches)
     try:
         with transaction.atomic():
             MonthClose.objects.create(merchant=merchant, period=period, report=result.report)
     except IntegrityError:
         result.already_closed = True  # a concurrent run closed it first
     return result
+
+
+@contextmanager
+def _roomy():
+    """A transaction whose grouped queries over millions of ledger rows may hash in memory:
+    at PostgreSQL's default ``work_mem`` (4 MB) a month-end's joins and aggregates spill to
+    disk. ``SET LOCAL``: for this transaction only."""
+    with transaction.atomic():
+        connection = transaction.get_connection()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '128MB'")
+        yield
 
 
 def reconciliation(*, merchant: Merchant, period: str, extra=()) -> dict:
