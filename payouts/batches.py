@@ -21,7 +21,17 @@ from affiliate.models import Merchant, Program
 from promoters.models import Promoter
 
 from . import ledger, services, webhooks
-from .models import Account, Adjustment, Commission, Journal, PayoutBatch, PayoutLine, PayoutMethod, PayoutPolicy
+from .models import (
+    Account,
+    Adjustment,
+    Commission,
+    Journal,
+    PayoutBatch,
+    PayoutLine,
+    PayoutMethod,
+    PayoutPolicy,
+    WebhookEndpoint,
+)
 
 
 class BatchError(ValueError):
@@ -177,18 +187,18 @@ def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledg
         merchant_id=batch.merchant_id, currency=currency, status=Commission.Status.PENDING, available_at__lte=now,
         payout_line__isnull=True,
     )
-    rows = _claim(due, batch, approved_at=now, every_promoter=True)
-    per_promoter: dict[int, list[int]] = {}
-    for _, promoter_id, amount in sorted(rows):
-        per_promoter.setdefault(promoter_id, []).append(amount)
-    services.emit_approved({batch.merchant_id: [pk for pk, _, _ in rows]})
-    return len(rows), [
+    # Ids only when the merchant has a webhook endpoint at all (emit_approved loads them).
+    listening = WebhookEndpoint.objects.filter(merchant_id=batch.merchant_id, active=True).exists()
+    groups = _claim(due, batch, approved_at=now, every_promoter=True, ids=listening)
+    if listening:
+        services.emit_approved({batch.merchant_id: [pk for *_, ids in groups for pk in ids]})
+    return sum(count for _, _, count, _ in groups), [
         ledger.Move(
-            batch.merchant_id, currency, promoter_id, sum(amounts), f"hold ended: {len(amounts)} commission(s)",
+            batch.merchant_id, currency, promoter_id, total, f"hold ended: {count} commission(s)",
             Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
         )
-        for promoter_id, amounts in per_promoter.items()
-        if sum(amounts)
+        for promoter_id, total, count, _ in groups
+        if total
     ]
 
 
@@ -207,12 +217,13 @@ def _of_promoters(queryset, key: str, *fields: str, ids) -> dict:
     return {pid: found[pid] for pid in ids if pid in found}
 
 
-def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=False) -> list[tuple[int, int, int]]:
+def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=False, ids=False) -> list[tuple[int, int, int, list[int]]]:
     """Point the unclaimed rows of the batch's promoters at their line, and with
     ``approved_at`` approve them in the same update (with ``every_promoter``, the rows of
-    the merchant's other promoters too, left unclaimed). Returns ``(id, promoter_id,
-    amount_minor)`` of every row updated. Each row's own conditions are checked again under
-    its lock, so a row another builder or approver took first is left alone."""
+    the merchant's other promoters too, left unclaimed). Returns, per promoter, in order of
+    their first row: ``(promoter_id, total, count, row ids if ids else [])``. Each row's own
+    conditions are checked again under its lock, so a row another builder or approver took
+    first is left alone."""
     lines = PayoutLine.objects.filter(batch=batch)
     model = queryset.model
     approve = {"status": Commission.Status.APPROVED, "approved_at": approved_at} if approved_at is not None else {}
@@ -224,10 +235,17 @@ def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=Fal
         for start in range(0, len(rows), 10000):
             chunk = [pk for pk, _, _ in rows[start : start + 10000]]
             mine.filter(pk__in=chunk).update(payout_line=Subquery(line_of), **approve)
-        return rows
+        groups: dict[int, list] = {}
+        for pk, promoter_id, amount in rows:
+            group = groups.setdefault(promoter_id, [promoter_id, 0, 0, []])
+            group[1] += amount
+            group[2] += 1
+            if ids:
+                group[3].append(pk)
+        return [tuple(group) for group in groups.values()]
     # One joined update, the table read once in order: the lines hashed (the planner has
     # statistics for them, see batch_build), or every promoter of the merchant with their
-    # line if any.
+    # line if any; summed per promoter by the database.
     compiler = queryset.query.get_compiler(connection=connection)
     where, params = queryset.query.where.as_sql(compiler, connection)  # the row's own columns: no join
     qn = connection.ops.quote_name
@@ -244,12 +262,14 @@ def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=Fal
     sets = "".join(f", {qn(model._meta.get_field(name).column)} = %s" for name in approve)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET payout_line_id = l.line_id{sets} FROM {source} "
+            f"WITH claimed AS (UPDATE {table} SET payout_line_id = l.line_id{sets} FROM {source} "
             f"WHERE l.promoter_id = {table}.promoter_id AND {where} "
-            f"RETURNING {table}.id, {table}.promoter_id, {table}.amount_minor",
+            f"RETURNING {table}.id, {table}.promoter_id, {table}.amount_minor) "
+            f"SELECT promoter_id, SUM(amount_minor), COUNT(*), {'ARRAY_AGG(id ORDER BY id)' if ids else 'NULL'} "
+            f"FROM claimed GROUP BY promoter_id ORDER BY MIN(id)",
             [*approve.values(), *source_params, *params],
         )
-        return cursor.fetchall()
+        return [(promoter_id, int(total), count, pks or []) for promoter_id, total, count, pks in cursor.fetchall()]
 
 
 def _claimed_totals(batch: PayoutBatch) -> dict[int, int]:
