@@ -511,6 +511,12 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
 
+    def stop(signum, frame):  # SIGTERM (e.g. timeout) or SIGHUP: still stop gunicorn in the finally below
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+
     if not shutil.which("wrk"):
         log("wrk is not installed: apt-get install -y wrk")
         return 2
