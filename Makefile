@@ -44,5 +44,8 @@ bench-redirect: install-dev
 bench-credit: install-dev
 	$(PY) bench/credit.py
 
+bench-close: install-dev
+	$(PY) bench/close.py
+
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
