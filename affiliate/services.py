@@ -278,6 +278,12 @@ class LinkTarget:
     duplicate_click_seconds: int
 
 
+def _text(value, limit: int) -> str:
+    """What a browser sent, fit to store: NUL characters (which PostgreSQL cannot hold)
+    dropped, cut to the column's length."""
+    return (value or "").replace("\x00", "")[:limit]
+
+
 def click_record(
     *,
     target: LinkTarget,
@@ -306,14 +312,14 @@ def click_record(
         "promoter_id": target.promoter_id,
         "visitor_id": visitor_id,
         "created_at": now,
-        "user_agent": (user_agent or "")[:512],
-        "referrer": (referrer or "")[:1024],
+        "user_agent": _text(user_agent, 512),
+        "referrer": _text(referrer, 1024),
         "ip_hash": hash_ip(ip),
-        "sub1": (subs.get("sub1") or "")[:255],
-        "sub2": (subs.get("sub2") or "")[:255],
-        "sub3": (subs.get("sub3") or "")[:255],
-        "sub4": (subs.get("sub4") or "")[:255],
-        "sub5": (subs.get("sub5") or "")[:255],
+        "sub1": _text(subs.get("sub1"), 255),
+        "sub2": _text(subs.get("sub2"), 255),
+        "sub3": _text(subs.get("sub3"), 255),
+        "sub4": _text(subs.get("sub4"), 255),
+        "sub5": _text(subs.get("sub5"), 255),
     }
     duplicate_seconds = 0 if new_visitor else target.duplicate_click_seconds
     using = router.db_for_write(Click)

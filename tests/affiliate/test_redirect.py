@@ -129,3 +129,10 @@ def test_with_zero_window_every_redirect_counts(link):
     for _ in range(3):
         browser.get(f"/r/{link.code}")
     assert list(Click.objects.values_list("is_duplicate", flat=True)) == [False, False, False]
+
+
+def test_nul_characters_from_the_browser_are_dropped(link):
+    response = Client().get(f"/r/{link.code}?sub1=a%00b", HTTP_USER_AGENT="bot\x00x", HTTP_REFERER="https://r.example/\x00")
+    assert response.status_code == 302
+    click = Click.objects.get()
+    assert (click.sub1, click.user_agent, click.referrer) == ("ab", "botx", "https://r.example/")
