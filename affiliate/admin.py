@@ -1,23 +1,8 @@
 from django.contrib import admin
 
 from . import money
-from .admin_actions import export_as_csv
+from .admin_actions import ReadOnlyAdmin, export_as_csv
 from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program, ReferralLink, Visitor
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Facts recorded from traffic are never edited by hand."""
-
-    actions = [export_as_csv]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Merchant)

@@ -90,3 +90,18 @@ def export_as_csv(modeladmin, request, queryset):
     name = slugify(modeladmin.model._meta.verbose_name_plural) or "export"
     response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now():%Y%m%d-%H%M%S}.csv"'
     return response
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Facts and money are never edited by hand: view and export only."""
+
+    actions = [export_as_csv]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

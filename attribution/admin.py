@@ -6,24 +6,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from affiliate import money
-from affiliate.admin_actions import export_as_csv
+from affiliate.admin_actions import ReadOnlyAdmin as ReadOnly
 from affiliate.models import ConversionEvent
 
 from .models import Credit, Touchpoint
 from .selectors import event_journey
-
-
-class ReadOnly(admin.ModelAdmin):
-    actions = [export_as_csv]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Touchpoint)

@@ -2,27 +2,13 @@ from django import forms
 from django.contrib import admin, messages
 
 from affiliate import money
+from affiliate.admin_actions import ReadOnlyAdmin as ReadOnly
 from affiliate.admin_actions import export_as_csv
 from affiliate.errors import ServiceValidationError
 
 from . import webhooks
 from .admin_finance import CommissionFinanceActions
 from .models import Account, Basis, Commission, Entry, Journal, WebhookDelivery, WebhookEndpoint
-
-
-class ReadOnly(admin.ModelAdmin):
-    """The ledger is append-only: nothing here is edited by hand."""
-
-    actions = [export_as_csv]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Commission)
