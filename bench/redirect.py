@@ -47,7 +47,7 @@ TARGET_P99_MS = 25.0
 # A run is "disturbed" when the machine was busier than this before it started, or when
 # processes other than ours (and the kernel) took more than this share of it during the run.
 QUIET_BUSY_PERCENT = 15.0
-OTHER_LIMIT_PERCENT = 20.0
+OTHER_LIMIT_PERCENT = 10.0
 
 
 @dataclass
