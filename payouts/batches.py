@@ -61,7 +61,7 @@ class BatchResult:
     lines: int
     total_minor: int
     created: bool
-    approved: int = 0  # commissions approved into the lines (``approve_due_at``)
+    approved: int = 0  # commissions the build approved (``approve_due_at``)
 
 
 def _payable(merchant_id: int, currency: str, due_by=None):
