@@ -23,7 +23,7 @@ from django.utils import dateparse, timezone
 
 from promoters.selectors import promoter_by_coupon
 
-from . import journey, money
+from . import clickspool, journey, money
 from .errors import ApiError, ServiceValidationError
 from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program
 
@@ -293,6 +293,10 @@ def event_ingest(
         existing = _find_repeat(merchant, data)
         if existing is not None:
             return IngestResult(existing, False)
+    if data.click_id and clickspool.enabled():
+        # A click made moments ago may still be in a tracking server's spool: wait for it
+        # here, before the transaction (which holds the customer's lock) begins.
+        _await_click(merchant, data.click_id)
     try:
         return _record(merchant, data, payload, idempotency_key, digest, source)
     except IntegrityError:
@@ -398,6 +402,14 @@ def _refund_target(merchant: Merchant, data: CleanEvent, customer: Customer) -> 
             {"amount": [f"Only {money.format_minor(left, currency)} of the order is left to refund."]}
         )
     return purchase, data.amount
+
+
+def _await_click(merchant: Merchant, click_ref: str) -> None:
+    try:
+        click_id = uuid.UUID(click_ref)
+    except ValueError:
+        return
+    clickspool.wait_for_click(click_id, lambda: Click.objects.filter(pk=click_id, merchant=merchant).values("pk").first())
 
 
 def _known_click(merchant: Merchant, click_ref: str) -> Click | None:

@@ -11,7 +11,7 @@ from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpRespo
 from django.urls import Resolver404, resolve
 from django.utils.http import http_date
 
-from . import services
+from . import clickspool, services
 
 COOKIE_NAME = "aff_vid"
 COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -77,6 +77,11 @@ def _never_cache(response):
     return response
 
 
+def _click_commit(**kwargs) -> tuple[uuid.UUID, uuid.UUID]:
+    click = services.click_record(**kwargs)
+    return click.id, click.visitor_id
+
+
 def track_redirect(request, code: str):
     if request.method not in ("GET", "HEAD"):
         return _never_cache(HttpResponseNotAllowed(["GET", "HEAD"]))
@@ -87,7 +92,9 @@ def track_redirect(request, code: str):
         # Link unfurlers and scanners ask with HEAD: answer, but it is not a visit.
         return _never_cache(HttpResponseRedirect(target.destination_url))
     visitor_id = visitor_from_cookie(request)
-    click = services.click_record(
+    # Spooled (clickspool: stored in batches moments later) or committed before the 302.
+    record = clickspool.record if settings.CLICK_SPOOL_DIR else _click_commit
+    click_id, visitor_id = record(
         target=target,
         visitor_id=visitor_id,
         ip=client_ip(request),
@@ -95,10 +102,10 @@ def track_redirect(request, code: str):
         referrer=request.META.get("HTTP_REFERER", ""),
         subs={f"sub{i}": request.GET.get(f"sub{i}", "") for i in range(1, 6)},
     )
-    response = HttpResponseRedirect(with_click(target.destination_url, click.id.hex))
+    response = HttpResponseRedirect(with_click(target.destination_url, click_id.hex))
     response.set_cookie(
         COOKIE_NAME,
-        str(click.visitor_id),
+        str(visitor_id),
         max_age=COOKIE_MAX_AGE,
         httponly=True,
         samesite="Lax",

@@ -508,6 +508,10 @@ def main() -> int:
     parser.add_argument("--db-name", default="bench_redirect", help="database to (re)create (default bench_redirect)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9", help="REDIS_URL for the server")
     parser.add_argument("--quiet-wait", type=float, default=60, help="seconds to wait for an idle machine before each run (default 60)")
+    parser.add_argument(
+        "--spool", action=argparse.BooleanOptionalAction, default=True,
+        help="clicks through the click spool (CLICK_SPOOL_DIR, the default); --no-spool commits each click before its 302",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
 
@@ -540,6 +544,13 @@ def main() -> int:
         if getattr(args, option) is not None:
             env[var] = str(getattr(args, option))
 
+    workdir = Path(tempfile.mkdtemp(prefix="bench-redirect-"))
+    spool_dir = workdir / "spool"
+    if args.spool:
+        env["CLICK_SPOOL_DIR"] = str(spool_dir)
+    else:
+        env.pop("CLICK_SPOOL_DIR", None)
+
     log(f"Database {database_url}: recreating and migrating")
     recreate_database(args.pg, args.db_name)
     migrate = subprocess.run(
@@ -570,7 +581,6 @@ def main() -> int:
         kind.link_id = link_id(codes[kind.name])
     connections.close_all()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-redirect-"))
     server = Server(env, port, workdir / "gunicorn.log")
     try:
         log(f"Starting gunicorn on 127.0.0.1:{port} (log: {server.log_path})")
@@ -593,12 +603,21 @@ def main() -> int:
                 run.busy_before = round(busy, 1)
                 kind.runs.append(run)
                 log(f"  {run.rps:.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms; cpu {run.cpu}")
-        for kind in tracked:
-            verify_clicks(kind, str(workdir / f"ids-{kinds.index(kind)}-*"))
-        connections.close_all()
     finally:
         server.stop()
         log(f"gunicorn stopped (log kept in {server.log_path})")
+    spool_note = "clicks committed before each 302 (no spool)"
+    if args.spool:
+        # The workers flush what they hold as they exit; anything left (a worker killed by
+        # the stop's timeout) is a file any process may store.
+        from affiliate import clickspool
+
+        left = clickspool.flush_directory(spool_dir) if spool_dir.exists() else 0
+        spool_note = f"click spool ({env['CLICK_SPOOL_DIR']}); {left} clicks were left in it after gunicorn stopped"
+        log(spool_note)
+    for kind in tracked:
+        verify_clicks(kind, str(workdir / f"ids-{kinds.index(kind)}-*"))
+    connections.close_all()
 
     conf = {k: env.get(f"GUNICORN_{k.upper()}") for k in ("workers", "worker_class", "threads")}
     gunicorn_desc = (
@@ -609,7 +628,7 @@ def main() -> int:
     header = (
         f"Redirect benchmark: {os.cpu_count()} CPUs ({cpu_model()}), {gunicorn_desc}, PostgreSQL + Redis, "
         f"wrk -t{args.threads} on the same machine; {args.rounds} rounds of {args.duration} s per kind, "
-        "medians of the undisturbed rounds"
+        f"medians of the undisturbed rounds; {spool_note}"
     )
     print(table(kinds, header))
     print()

@@ -220,6 +220,15 @@ IP_HASH_SALT = os.environ.get("IP_HASH_SALT", SECRET_KEY)
 TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 # Absolute base of tracking links (e.g. https://go.example.net); unset: the request's host.
 TRACKING_BASE_URL = os.environ.get("TRACKING_BASE_URL", "").rstrip("/")
+# The click spool (affiliate/clickspool.py): a directory on local disk where the redirect
+# writes clicks for a flusher to store in batches. Unset: each click is committed before its
+# 302. PostgreSQL only.
+CLICK_SPOOL_DIR = os.environ.get("CLICK_SPOOL_DIR", "")
+CLICK_SPOOL_FLUSH_SECONDS = float(os.environ.get("CLICK_SPOOL_FLUSH_SECONDS", "0.2"))
+# How long an event waits for a click that may still be in a spool (by the click id's age).
+CLICK_SPOOL_WAIT_SECONDS = float(os.environ.get("CLICK_SPOOL_WAIT_SECONDS", "5"))
+if CLICK_SPOOL_DIR and not IS_POSTGRES:
+    raise ImproperlyConfigured("CLICK_SPOOL_DIR needs PostgreSQL (DATABASE_URL=postgres://...).")
 # Clock skew tolerated on an event's occurred_at before it counts as "in the future".
 EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECONDS", "60"))
 
