@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -12,6 +13,8 @@ from django.urls import Resolver404, resolve
 from django.utils.http import http_date
 
 from . import clickspool, services
+
+log = logging.getLogger(__name__)
 
 COOKIE_NAME = "aff_vid"
 COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -32,6 +35,14 @@ def cached_link_target(code: str) -> services.LinkTarget | None:
         _link_cache.clear()
     _link_cache[code] = (now + (_CACHE_SECONDS if target else 2), target)
     return target
+
+
+def cached_link_target_if_cached(code: str) -> services.LinkTarget | None:
+    """The cached link, without going to the database (None when not cached)."""
+    hit = _link_cache.get(code)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    return None
 
 
 def clear_link_cache() -> None:
@@ -68,12 +79,12 @@ def visitor_from_cookie(request) -> uuid.UUID | None:
 
 # What django.views.decorators.cache.never_cache adds, written out: the same two headers
 # without patch_cache_control's parsing on every click. A cached 302 would be a lost click.
-_NEVER_CACHE = "max-age=0, no-cache, no-store, must-revalidate, private"
+NEVER_CACHE = "max-age=0, no-cache, no-store, must-revalidate, private"
 
 
 def _never_cache(response):
     response.headers["Expires"] = http_date(time.time())
-    response.headers["Cache-Control"] = _NEVER_CACHE
+    response.headers["Cache-Control"] = NEVER_CACHE
     return response
 
 
@@ -92,9 +103,7 @@ def track_redirect(request, code: str):
         # Link unfurlers and scanners ask with HEAD: answer, but it is not a visit.
         return _never_cache(HttpResponseRedirect(target.destination_url))
     visitor_id = visitor_from_cookie(request)
-    # Spooled (clickspool: stored in batches moments later) or committed before the 302.
-    record = clickspool.record if settings.CLICK_SPOOL_DIR else _click_commit
-    click_id, visitor_id = record(
+    click = dict(
         target=target,
         visitor_id=visitor_id,
         ip=client_ip(request),
@@ -102,6 +111,13 @@ def track_redirect(request, code: str):
         referrer=request.META.get("HTTP_REFERER", ""),
         subs={f"sub{i}": request.GET.get(f"sub{i}", "") for i in range(1, 6)},
     )
+    # Spooled (clickspool: stored in batches moments later) or committed before the 302;
+    # committed too when the spool cannot be written (a full disk).
+    try:
+        click_id, visitor_id = (clickspool.record if settings.CLICK_SPOOL_DIR else _click_commit)(**click)
+    except OSError:
+        log.exception("Click spool: write failed; the click is committed to the database instead.")
+        click_id, visitor_id = _click_commit(**click)
     response = HttpResponseRedirect(with_click(target.destination_url, click_id.hex))
     response.set_cookie(
         COOKIE_NAME,
