@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from affiliate import money
-from affiliate.models import Click, ConversionEvent
+from affiliate.models import Click, ConversionEvent, CustomerVisitor
 from affiliate.validation import format_rate
 
 from .engine import ClickFact
@@ -16,10 +16,16 @@ from .models import Credit, Touchpoint
 def journey_clicks(event: ConversionEvent, lookback_days: int) -> list[ClickFact]:
     """Clicks on the event's program by every visitor bound to its customer, in the window."""
     since = event.occurred_at - timedelta(days=lookback_days)
+    # The customer's visitors first (a handful), then their clicks by the (visitor, time)
+    # index: one join would let the planner walk every click of the program in the window
+    # whenever its statistics are stale (after a burst of clicks), 15 ms instead of 0.1.
+    visitors = list(CustomerVisitor.objects.filter(customer_id=event.customer_id).values_list("visitor_id", flat=True))
+    if not visitors:
+        return []
     rows = (
         Click.objects.filter(
             program_id=event.program_id,
-            visitor__bindings__customer_id=event.customer_id,
+            visitor_id__in=visitors,
             created_at__gte=since,
             created_at__lte=event.occurred_at,
         )

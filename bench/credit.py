@@ -651,6 +651,10 @@ def main() -> int:
     started = time.monotonic()
     api_key, journeys, shape = seed(roots=args.roots, fanout=args.fanout, leaves_per=args.leaves, journeys=needed, rng=rng)
     log(f"  seeded in {time.monotonic() - started:.0f} s: {shape}")
+    # A database in service has statistics for its tables; one just loaded has none until
+    # autovacuum gets to it, and the planner then guesses one row everywhere.
+    with connections["default"].cursor() as cursor:
+        cursor.execute("ANALYZE")
     offset = 0
     for run in runs:
         count = round(run.rate * run.duration)
