@@ -280,11 +280,11 @@ def ingest_response(merchant: Merchant, payload: dict, request, source: str) -> 
         idempotency_key=request.headers.get("Idempotency-Key"),
         source=source,
     )
-    # With tasks inline the event was processed when the transaction committed (a worker may
-    # have been as quick): read its status again, and the whole event only if it changed.
+    # With tasks inline the event was processed when the transaction committed: read it
+    # again. With workers the answer says what was true at the commit (queued, for a new
+    # event), and GET /api/v1/events/{id}/ says what is true later.
     event = result.event
-    status_now = ConversionEvent.objects.filter(pk=event.pk).values_list("status", flat=True).first()
-    if status_now != event.status:
+    if settings.CELERY_TASK_ALWAYS_EAGER and result.created:
         event = ConversionEvent.objects.select_related("customer").get(pk=event.pk)
     return Response(event_body(event), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
