@@ -25,8 +25,8 @@ class MerchantAdmin(admin.ModelAdmin):
 @admin.register(Program)
 class ProgramAdmin(admin.ModelAdmin):
     actions = [export_as_csv]
-    list_display = ("id", "name", "merchant", "currency", "attribution_model", "first_purchase_rate", "repeat_purchase_rate", "hold_days", "is_default")
-    list_filter = ("attribution_model", "currency", "is_default")
+    list_display = ("id", "name", "merchant", "currency", "attribution_model", "first_purchase_rate", "repeat_purchase_rate", "hold_days", "join_requires_approval", "is_default")
+    list_filter = ("attribution_model", "currency", "is_default", "join_requires_approval")
     search_fields = ("name", "merchant__name")
     list_select_related = ("merchant",)
     readonly_fields = ("is_default", "created_at", "updated_at")

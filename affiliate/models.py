@@ -87,6 +87,11 @@ class Program(models.Model):
     compress_inactive = models.BooleanField(default=False)
     duplicate_click_seconds = models.PositiveIntegerField(default=0)
     hold_days = models.PositiveIntegerField(default=30)
+    join_requires_approval = models.BooleanField(
+        default=False,
+        help_text="Promoters who sign up through an invite link wait for the merchant's approval "
+        "(and earn nothing until then) instead of joining at once.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

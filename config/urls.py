@@ -12,6 +12,7 @@ from payouts import views as payout_pages
 from payouts.api import CommissionViewSet, PromoterBalanceView
 from payouts.methods_api import PayoutDetailsLinkView, PayoutMethodChangesView, PayoutMethodView
 from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
+from promoters import views as portal
 from promoters.api import PromoterViewSet
 
 router = SimpleRouter(trailing_slash=True)
@@ -44,6 +45,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", tracking.healthz, name="healthz"),
     path("payout-details/<str:token>/", payout_pages.payout_details, name="payout-details"),
+    path("accounts/", include("allauth.urls")),
+    re_path(r"^join/(?P<referral_code>[A-Za-z0-9]{1,32})/?$", portal.join, name="join"),
+    path("portal/", include("promoters.urls")),
 ]
 
 if os.environ.get("BENCH_BARE_REDIRECT") == "1":

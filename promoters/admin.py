@@ -1,19 +1,43 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from affiliate.admin_actions import export_as_csv
+from affiliate.errors import ServiceValidationError
 
-from .models import Promoter
+from . import services
+from .models import MerchantMember, Promoter
+
+
+@admin.action(description="Approve the selected promoters awaiting approval")
+def approve_pending(modeladmin, request, queryset):
+    approved = 0
+    for promoter in queryset.filter(status=Promoter.Status.PENDING).order_by("id"):
+        try:
+            services.promoter_approve(promoter=promoter)
+            approved += 1
+        except ServiceValidationError:
+            continue  # approved or changed meanwhile
+    modeladmin.message_user(request, f"Approved {approved} promoter(s).", messages.SUCCESS)
 
 
 @admin.register(Promoter)
 class PromoterAdmin(admin.ModelAdmin):
-    actions = [export_as_csv]
+    actions = [export_as_csv, approve_pending]
     list_display = ("id", "name", "email", "program", "sponsor", "status", "payout_plan", "referral_code", "coupon_code")
     list_filter = ("status", "payout_plan", "program")
     search_fields = ("name", "email", "referral_code", "coupon_code", "customer_id")
     list_select_related = ("program", "sponsor")
+    raw_id_fields = ("user",)
     # The tree and the coupon change through the API, whose service checks loops and clashes.
     readonly_fields = ("merchant", "program", "sponsor", "coupon_code", "referral_code", "created_at", "updated_at")
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(MerchantMember)
+class MerchantMemberAdmin(admin.ModelAdmin):
+    list_display = ("id", "user", "merchant", "role", "created_at")
+    list_filter = ("role",)
+    search_fields = ("user__email", "merchant__name")
+    list_select_related = ("user", "merchant")
+    raw_id_fields = ("user", "merchant")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
@@ -16,6 +17,9 @@ class Promoter(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"
         INACTIVE = "inactive"
+        # Joined through an invite link of a program that wants the merchant's approval:
+        # earns nothing (payouts/rules.py treats every status but active as inactive).
+        PENDING = "pending", "pending approval"
 
     class PayoutPlan(models.TextChoices):
         STANDARD = "standard"
@@ -36,6 +40,10 @@ class Promoter(models.Model):
     )
     payout_plan = models.CharField(max_length=16, choices=PayoutPlan.choices, default=PayoutPlan.STANDARD)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="promoters",
+        help_text="The login that opens this promoter's portal (one per program at most).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -49,7 +57,10 @@ class Promoter(models.Model):
                 condition=Q(commission_rate__isnull=True) | Q(commission_rate__gte=0, commission_rate__lte=1),
                 name="promoter_rate_in_range",
             ),
-            models.CheckConstraint(condition=Q(status__in=["active", "inactive"]), name="promoter_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=["active", "inactive", "pending"]), name="promoter_status_valid"),
+            models.UniqueConstraint(
+                fields=["user", "program"], condition=Q(user__isnull=False), name="promoter_one_login_per_program"
+            ),
         ]
         indexes = [models.Index(fields=["merchant", "customer_id"], name="promoter_customer")]
 
@@ -63,3 +74,30 @@ class Promoter(models.Model):
     @property
     def own_rate(self) -> Decimal | None:
         return self.commission_rate
+
+
+class MerchantMember(models.Model):
+    """A login that works for a merchant: opens that merchant's pages (never a promoter's).
+
+    It sits here, beside the promoter logins, so that every link between a Django user and
+    the tracking side lives in one app; nothing in ``affiliate`` depends on it.
+    """
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        STAFF = "staff"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="merchant_memberships")
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.CASCADE, related_name="members")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.STAFF)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "merchant"], name="merchant_member_once"),
+            models.CheckConstraint(condition=Q(role__in=["owner", "staff"]), name="merchant_member_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} at merchant {self.merchant_id} ({self.role})"

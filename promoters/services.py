@@ -115,7 +115,8 @@ def _apply(promoter: Promoter, merchant: Merchant, fields: dict) -> None:
         else:
             promoter.payout_plan = fields["payout_plan"]
     if "status" in fields:
-        if fields["status"] not in Promoter.Status.values:
+        # Pending (awaiting approval) comes only from joining through an invite link.
+        if fields["status"] not in (Promoter.Status.ACTIVE, Promoter.Status.INACTIVE):
             problems["status"] = ["Choose active or inactive."]
         else:
             promoter.status = fields["status"]
@@ -172,3 +173,55 @@ def _raise_for_integrity(exc: IntegrityError) -> None:
     if "referral_code" in text:
         return  # draw another code
     raise exc
+
+
+# --- Logins: joining through an invite link, approval, claiming by a verified email -----
+
+
+def promoter_join(*, sponsor: Promoter, user, name: str) -> Promoter:
+    """A person with a login joins the sponsor's program, placed under the sponsor. The program
+    decides whether they start active or wait for the merchant's approval (pending: earning
+    nothing). The promoter's email is the login's."""
+    if sponsor.status != Promoter.Status.ACTIVE:
+        raise ServiceValidationError({"sponsor": ["This invite link is no longer valid."]})
+    program = sponsor.program
+    with transaction.atomic():
+        if Promoter.objects.filter(user=user, program=program).exists():
+            raise ServiceValidationError({"program": ["You are already a promoter in this program."]})
+        promoter = promoter_create(merchant=sponsor.merchant, program=program, sponsor=sponsor, email=user.email, name=name)
+        # In the same transaction: nobody sees the new promoter active before it is pending.
+        promoter.status = Promoter.Status.PENDING if program.join_requires_approval else Promoter.Status.ACTIVE
+        promoter.user = user
+        promoter.save(update_fields=["status", "user", "updated_at"])
+        return promoter
+
+
+@transaction.atomic
+def promoter_approve(*, promoter: Promoter) -> Promoter:
+    """A promoter awaiting approval becomes active; they earn on events received from now on."""
+    promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
+    if promoter.status != Promoter.Status.PENDING:
+        raise ServiceValidationError({"status": ["Only a promoter awaiting approval can be approved."]})
+    promoter.status = Promoter.Status.ACTIVE
+    promoter.save(update_fields=["status", "updated_at"])
+    return promoter
+
+
+@transaction.atomic
+def promoters_claim(*, user, email: str) -> int:
+    """Give a login the promoters created for its email (by the merchant) that have none yet,
+    once the email is verified; one per program, so a program where the login already has a
+    promoter keeps that one. Returns how many were claimed."""
+    taken = set(Promoter.objects.filter(user=user).values_list("program_id", flat=True))
+    claimed = 0
+    for pk, program_id in (
+        Promoter.objects.select_for_update()
+        .filter(user__isnull=True, email__iexact=email.strip())
+        .order_by("id")
+        .values_list("pk", "program_id")
+    ):
+        if program_id in taken:
+            continue
+        claimed += Promoter.objects.filter(pk=pk, user__isnull=True).update(user=user)
+        taken.add(program_id)
+    return claimed

@@ -1,0 +1,184 @@
+"""Reads for the promoter portal's pages: one promoter's own figures, across the apps.
+
+Part of the portal (a face on top, beside ``views.py``): it reads tracking, attribution and
+payouts, and nothing below imports it. Every read is scoped to one promoter and bounded:
+a fixed number of queries per page, however many clicks, commissions or recruits there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from affiliate import money
+from affiliate.models import Click, ConversionEvent, ReferralLink
+from attribution.models import Credit
+from payouts.models import Commission, PayoutLine, PayoutMethod, Statement
+from payouts.selectors import promoter_balance
+
+from .models import Promoter
+
+CHART_DAYS = 30
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+def dashboard(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
+    """The last ``days`` days (today included, UTC): clicks, registrations and purchases
+    attributed to the promoter, the conversion rate (purchases per click), what they earned
+    each day, and the pending / available / paid balances. Five queries."""
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    first = today - timedelta(days=days - 1)
+    since = _day_start(first)
+    labels = [first + timedelta(days=i) for i in range(days)]
+    index = {day: i for i, day in enumerate(labels)}
+    currency = promoter.program.currency
+
+    clicks = [0] * days
+    for day, n in (
+        Click.objects.filter(promoter=promoter, created_at__gte=since)
+        .annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id")).values_list("day", "n")
+    ):
+        if day in index:
+            clicks[index[day]] = n
+
+    registrations = [0] * days
+    purchases = [0] * days
+    for day, kind, n in (
+        Credit.objects.filter(
+            promoter=promoter, event__occurred_at__gte=since,
+            event__type__in=(ConversionEvent.Type.REGISTRATION, ConversionEvent.Type.PURCHASE),
+        )
+        .annotate(day=TruncDate("event__occurred_at")).values("day", "event__type").annotate(n=Count("id"))
+        .values_list("day", "event__type", "n")
+    ):
+        if day in index:
+            series = purchases if kind == ConversionEvent.Type.PURCHASE else registrations
+            series[index[day]] = n
+
+    earned = [0] * days
+    for day, total in (
+        Commission.objects.filter(promoter=promoter, currency=currency, created_at__gte=since)
+        .annotate(day=TruncDate("created_at")).values("day").annotate(total=Sum("amount_minor"))
+        .values_list("day", "total")
+    ):
+        if day in index:
+            earned[index[day]] = total or 0
+
+    total_clicks, total_purchases = sum(clicks), sum(purchases)
+    rate = None
+    if total_clicks:
+        rate = f"{(100 * total_purchases / total_clicks):.1f}%"
+    return {
+        "currency": currency,
+        "status": promoter.status,
+        "balance": promoter_balance(promoter),
+        "totals": {
+            "clicks": total_clicks,
+            "registrations": sum(registrations),
+            "purchases": total_purchases,
+            "conversion_rate": rate,
+            "earned": money.format_minor(sum(earned), currency),
+        },
+        "days": [d.isoformat() for d in labels],
+        "series": {
+            "clicks": clicks,
+            "registrations": registrations,
+            "purchases": purchases,
+            "earned": [money.format_minor(m, currency) for m in earned],
+        },
+        "updated_at": now.isoformat(),
+    }
+
+
+# --- Links ------------------------------------------------------------------------------
+
+
+def links(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_DAYS) -> list[ReferralLink]:
+    """The promoter's links, newest first, each with ``clicks_recent`` (the last ``days`` days)."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    return list(
+        ReferralLink.objects.filter(promoter=promoter)
+        .annotate(clicks_recent=Count("clicks", filter=Q(clicks__created_at__gte=since)))
+        .order_by("-created_at", "-id")
+    )
+
+
+def link(promoter: Promoter, code: str) -> ReferralLink | None:
+    return ReferralLink.objects.filter(promoter=promoter, code=code).first()
+
+
+# --- Commissions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommissionFilter:
+    status: str = ""
+    kind: str = ""
+    since: date | None = None
+    until: date | None = None  # inclusive
+
+
+def commissions(promoter: Promoter, filters: CommissionFilter = CommissionFilter()):
+    """The promoter's own commissions, newest first (a queryset: page it or stream it)."""
+    qs = Commission.objects.filter(promoter=promoter)
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.kind:
+        qs = qs.filter(kind=filters.kind)
+    if filters.since:
+        qs = qs.filter(created_at__gte=_day_start(filters.since))
+    if filters.until:
+        qs = qs.filter(created_at__lt=_day_start(filters.until + timedelta(days=1)))
+    return qs.order_by("-created_at", "-id").only(
+        "id", "created_at", "event_id", "kind", "level", "amount_minor", "currency", "status", "available_at",
+    )
+
+
+def commission_totals(promoter: Promoter, filters: CommissionFilter = CommissionFilter()) -> dict:
+    row = commissions(promoter, filters).order_by().aggregate(n=Count("id"), total=Sum("amount_minor"))
+    currency = promoter.program.currency
+    return {"count": row["n"], "total": money.format_minor(row["total"] or 0, currency), "currency": currency}
+
+
+# --- Team -------------------------------------------------------------------------------
+
+
+def override_totals(promoter: Promoter) -> dict[int, dict]:
+    """What the promoter earned from each level of their team (overrides net of reversals),
+    ``{level: {"total", "count"}}``: totals only, never a team member's own commissions."""
+    currency = promoter.program.currency
+    rows = (
+        Commission.objects.filter(promoter=promoter, currency=currency, level__gte=1)
+        .values("level").annotate(total=Sum("amount_minor"), n=Count("id", filter=~Q(kind=Commission.Kind.REVERSAL)))
+        .order_by("level")
+    )
+    return {r["level"]: {"total": money.format_minor(r["total"] or 0, currency), "count": r["n"]} for r in rows}
+
+
+# --- Payouts and statements ---------------------------------------------------------------
+
+
+def payout_lines(promoter: Promoter, *, limit: int = 120) -> list[PayoutLine]:
+    return list(
+        PayoutLine.objects.filter(promoter=promoter).select_related("batch").order_by("-batch__created_at", "-id")[:limit]
+    )
+
+
+def statements(promoter: Promoter, *, limit: int = 120) -> list[Statement]:
+    return list(Statement.objects.filter(promoter=promoter).order_by("-period", "-id")[:limit])
+
+
+def statement(promoter: Promoter, statement_id: int) -> Statement | None:
+    return Statement.objects.filter(promoter=promoter, pk=statement_id).select_related("promoter").first()
+
+
+def payout_method(promoter: Promoter) -> PayoutMethod | None:
+    return PayoutMethod.objects.filter(promoter=promoter).first()
