@@ -28,10 +28,14 @@ class Commission(models.Model):
         APPROVED = "approved"
         PAID = "paid"
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    # Every new row version goes into every index, and a month-end rewrites a million rows
+    # (approved and claimed for their lines): no foreign-key index where a composite index
+    # below starts with the same column (merchant, promoter), partial indexes where most
+    # rows have nothing to find (reverses, payout_line, commission_due).
+    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)
     program = models.ForeignKey("affiliate.Program", on_delete=models.PROTECT, related_name="+")
     event = models.ForeignKey("affiliate.ConversionEvent", on_delete=models.PROTECT, related_name="commissions")
-    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="commissions")
+    promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="commissions", db_index=False)
     source_promoter = models.ForeignKey(
         "promoters.Promoter", on_delete=models.PROTECT, related_name="+",
         help_text="The promoter whose attributed share this commission derives from.",
@@ -43,9 +47,9 @@ class Commission(models.Model):
     base_minor = models.BigIntegerField(default=0, help_text="The attributed revenue it was computed on.")
     rate = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    reverses = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversals")
+    reverses = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversals", db_index=False)
     payout_line = models.ForeignKey(
-        "PayoutLine", on_delete=models.PROTECT, null=True, blank=True, related_name="commissions",
+        "PayoutLine", on_delete=models.PROTECT, null=True, blank=True, related_name="commissions", db_index=False,
         help_text="The batch line that pays it (set when the line is built, cleared if it fails).",
     )
     reason = models.CharField(max_length=300, blank=True, default="", help_text="Why finance reversed it by hand.")
@@ -73,8 +77,13 @@ class Commission(models.Model):
         ]
         indexes = [
             models.Index(fields=["promoter", "status"], name="commission_promoter_status"),
-            models.Index(fields=["status", "available_at"], name="commission_due"),
+            # What approve_due looks for: the pending ones (a month-end approves them all).
+            models.Index(fields=["status", "available_at"], condition=Q(status="pending"), name="commission_due"),
             models.Index(fields=["merchant", "created_at"], name="commission_merchant_time"),
+            models.Index(fields=["reverses"], condition=Q(reverses__isnull=False), name="commission_reverses"),
+            models.Index(fields=["payout_line"], condition=Q(payout_line__isnull=False), name="commission_payout_line"),
+            # What a batch claims besides the due ones: the approved not yet in a line.
+            models.Index(fields=["merchant"], condition=Q(status="approved", payout_line__isnull=True), name="commission_unclaimed"),
         ]
         permissions = [
             ("approve_commission", "Can approve commissions now, before their hold ends"),
