@@ -129,8 +129,17 @@ class Spool:
     def _open_segment(self) -> None:
         self._seq += 1
         path = self.directory / f"{socket.gethostname()}-{self._pid}-{int(time.time() * 1000)}-{self._seq}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Created under a name flushers do not look at, locked, and only then given its
+        # name: a flusher must never find it unlocked and empty, and delete it before the
+        # first click is written into it.
+        hidden = path.with_suffix(".new")
+        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, path)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd, self._path, self._written = fd, path, 0
 
     def rotate(self) -> bool:

@@ -117,6 +117,29 @@ def test_a_file_being_written_is_not_flushed_until_rotated(spool_dir, link):
 
 
 @pytest.mark.django_db
+def test_a_flusher_never_sees_a_new_segment_before_its_writer_locks_it(spool_dir, link, monkeypatch):
+    """Another process's flusher scanning the directory between the segment's creation and
+    its lock must not find it (unlocked and empty, it would delete it, and the clicks
+    written next would go into a file nobody can see)."""
+    real_flock = clickspool.fcntl.flock
+    scans = []
+
+    def flock_after_a_scan(fd, operation):
+        if operation == clickspool.fcntl.LOCK_EX:  # the writer locking its new segment
+            scans.append(sorted(p.name for p in spool_dir.iterdir()))
+            clickspool.flush_directory(spool_dir)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(clickspool.fcntl, "flock", flock_after_a_scan)
+    response = Client().get(f"/r/{link.code}")
+    monkeypatch.setattr(clickspool.fcntl, "flock", real_flock)
+    assert len(scans) == 1 and len(scans[0]) == 1 and scans[0][0].endswith(".new")
+    assert clickspool.spool().rotate() is True
+    assert clickspool.flush_directory(spool_dir) == 1
+    assert Click.objects.get().id.hex == click_id_from(response["Location"])
+
+
+@pytest.mark.django_db
 def test_storing_a_batch_twice_stores_it_once(link):
     visitor = uuid.uuid4()
     base = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
