@@ -8,6 +8,7 @@ so another promoter's link, statement or anything else answers 404.
 from __future__ import annotations
 
 import csv
+import io
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -247,9 +248,9 @@ def link_qr(request, code: str):
     subs = SubIdForm(request.GET or None)
     values = subs.cleaned_data if subs.is_bound and subs.is_valid() else {}
     url = tracking_url(request, link.code, {k: values.get(k, "") for k in SUB_IDS})
-    svg = '<?xml version="1.0" encoding="utf-8"?>\n' + segno.make(url, error="m").svg_inline(
-        scale=8, border=4, xmldecl=False, title=url
-    ).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    out = io.BytesIO()
+    segno.make(url, error="m").save(out, kind="svg", scale=8, border=4, title=url)
+    svg = out.getvalue()
     response = HttpResponse(svg, content_type="image/svg+xml")
     response["Content-Disposition"] = f'attachment; filename="qr-{link.code}.svg"'
     return response
@@ -337,7 +338,7 @@ def team(request):
         levels.append({
             "level": level,
             "members": counts.get(level, 0),
-            "rate": f"{tier_rates[level - 1] * 100:g}%" if level <= len(tier_rates) else "",
+            "rate": f"{(tier_rates[level - 1] * 100).normalize():f}%" if level <= len(tier_rates) else "",
             "earned": totals.get(level, {}).get("total", zero),
             "commissions": totals.get(level, {}).get("count", 0),
         })

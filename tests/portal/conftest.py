@@ -32,3 +32,6 @@ def anna_login(promoter):
 @pytest.fixture
 def anna_client(anna_login):
     return client_logged_in(anna_login)
+
+
+from tests.portal.world import sold, world  # noqa: E402,F401  (fixtures for the page tests)
