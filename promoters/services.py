@@ -225,3 +225,15 @@ def promoters_claim(*, user, email: str) -> int:
         claimed += Promoter.objects.filter(pk=pk, user__isnull=True).update(user=user)
         taken.add(program_id)
     return claimed
+
+
+@transaction.atomic
+def promoter_login_set(*, promoter: Promoter, user) -> Promoter:
+    """Open ``promoter``'s portal to ``user`` (an admin's or the demo's doing; people use an
+    invite link or claim by their verified email)."""
+    promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
+    if Promoter.objects.filter(user=user, program_id=promoter.program_id).exclude(pk=promoter.pk).exists():
+        raise ServiceValidationError({"user": ["This login already opens another promoter of the program."]})
+    promoter.user = user
+    promoter.save(update_fields=["user", "updated_at"])
+    return promoter

@@ -9,6 +9,8 @@ from affiliate.simulation import simulate
 
 DEMO_NAME = "Demo Shop"
 DEMO_DOMAIN = "shop.example.com"
+DEMO_PROMOTER_EMAIL = "promoter@example.com"
+DEMO_PROMOTER_PASSWORD = "promoter"
 
 
 class Command(BaseCommand):
@@ -56,6 +58,7 @@ class Command(BaseCommand):
             )
             out(summary.as_text())
         api_key = services.merchant_rotate_api_key(merchant=merchant)
+        demo_promoter = self._demo_promoter_login(merchant)
 
         link = (
             ReferralLink.objects.filter(merchant=merchant, promoter__status="active").order_by("id").first()
@@ -65,6 +68,10 @@ class Command(BaseCommand):
         out("The demo is ready:")
         out(f"  API docs (Swagger UI)  {base_url}/api/v1/docs/")
         out(f"  Django admin           {base_url}/admin/  (user admin, password admin)")
+        if demo_promoter is not None:
+            out(f"  Promoter portal        {base_url}/portal/  (email {DEMO_PROMOTER_EMAIL}, password "
+                f"{DEMO_PROMOTER_PASSWORD}: {demo_promoter.name})")
+            out(f"  Invite link            {base_url}/join/{demo_promoter.referral_code}")
         if link is not None:
             out(f"  A referral link        {base_url}/r/{link.code}  (to {link.destination_url})")
         out(f"  Merchant API key       {api_key}  (new on every run; the previous one no longer works)")
@@ -75,3 +82,26 @@ class Command(BaseCommand):
         out("")
         out("Try it:")
         out(f"  curl -s -H 'Authorization: Bearer {api_key}' '{base_url}/api/v1/events/?type=purchase'")
+
+    def _demo_promoter_login(self, merchant):
+        """The login promoter@example.com (email verified) for the demo's active promoter with
+        the largest team, made once."""
+        from allauth.account.models import EmailAddress
+        from django.db.models import Count
+
+        from promoters.models import Promoter
+        from promoters.services import promoter_login_set
+
+        User = get_user_model()
+        user = User.objects.filter(email=DEMO_PROMOTER_EMAIL).first()
+        if user is None:
+            user = User.objects.create_user("demo-promoter", DEMO_PROMOTER_EMAIL, DEMO_PROMOTER_PASSWORD)
+            EmailAddress.objects.create(user=user, email=DEMO_PROMOTER_EMAIL, primary=True, verified=True)
+        linked = Promoter.objects.filter(user=user, merchant=merchant).first()
+        if linked is not None:
+            return linked
+        promoter = (
+            Promoter.objects.filter(merchant=merchant, status=Promoter.Status.ACTIVE, user__isnull=True)
+            .annotate(team=Count("recruits")).order_by("-team", "id").first()
+        )
+        return None if promoter is None else promoter_login_set(promoter=promoter, user=user)
