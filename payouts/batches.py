@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery, Sum
@@ -149,12 +150,17 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
     if progress:
         progress(f"batch {batch.pk}: {len(eligible)} lines to lock")
     # The claim: only what is still unclaimed, so nothing is ever in two lines.
-    approved, moves = _approve_due(batch, currency, approve_due_at) if approve_due_at is not None else (0, [])
-    _claim(_payable(merchant.pk, currency), batch)
-    _claim(Adjustment.objects.filter(
+    approved, moves, groups = _approve_due(batch, currency, approve_due_at) if approve_due_at is not None else (0, [], [])
+    groups += _claim(_payable(merchant.pk, currency), batch)
+    groups += _claim(Adjustment.objects.filter(
         merchant_id=merchant.pk, currency=currency, payout_line__isnull=True, paid_at__isnull=True,
     ), batch)
-    claimed = _claimed_totals(batch)
+    # What the lines hold: what these claims put in them (the batch is new, and the rows
+    # they claimed stay locked until the end of this transaction).
+    claimed: dict[int, int] = defaultdict(int)
+    for group in groups:
+        if group.line_id is not None:
+            claimed[group.line_id] += group.total
     empty, total, count = [], 0, 0
     for line_id, promoter_id, line_amount in PayoutLine.objects.filter(batch=batch).values_list("id", "promoter_id", "amount_minor"):
         amount = claimed.get(line_id, 0)
@@ -177,12 +183,12 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
     return BatchResult(batch, count, total, True, approved)
 
 
-def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledger.Move]]:
+def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledger.Move], list[Claimed]]:
     """Approve the merchant's pending commissions in this currency whose hold has ended by
     ``now``, those of the batch's promoters claimed for their lines by the same update, and
-    send their webhooks. Returns how many, and their approval journals to post (pending →
+    send their webhooks. Returns how many, their approval journals to post (pending →
     available, one per promoter, in order of each one's first commission, as
-    ``approve_due`` writes them)."""
+    ``approve_due`` writes them), and what the update claimed."""
     due = Commission.objects.filter(
         merchant_id=batch.merchant_id, currency=currency, status=Commission.Status.PENDING, available_at__lte=now,
         payout_line__isnull=True,
@@ -191,15 +197,15 @@ def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledg
     listening = WebhookEndpoint.objects.filter(merchant_id=batch.merchant_id, active=True).exists()
     groups = _claim(due, batch, approved_at=now, every_promoter=True, ids=listening)
     if listening:
-        services.emit_approved({batch.merchant_id: [pk for *_, ids in groups for pk in ids]})
-    return sum(count for _, _, count, _ in groups), [
+        services.emit_approved({batch.merchant_id: [pk for group in groups for pk in group.ids]})
+    return sum(group.count for group in groups), [
         ledger.Move(
-            batch.merchant_id, currency, promoter_id, total, f"hold ended: {count} commission(s)",
+            batch.merchant_id, currency, group.promoter_id, group.total, f"hold ended: {group.count} commission(s)",
             Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
         )
-        for promoter_id, total, count, _ in groups
-        if total
-    ]
+        for group in groups
+        if group.total
+    ], groups
 
 
 def _of_promoters(queryset, key: str, *fields: str, ids) -> dict:
@@ -217,13 +223,23 @@ def _of_promoters(queryset, key: str, *fields: str, ids) -> dict:
     return {pid: found[pid] for pid in ids if pid in found}
 
 
-def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=False, ids=False) -> list[tuple[int, int, int, list[int]]]:
+class Claimed(NamedTuple):
+    """A promoter's rows that one ``_claim`` updated: the line they now point at (None:
+    approved, left unclaimed), their sum, how many, their ids (when asked for)."""
+
+    promoter_id: int
+    line_id: int | None
+    total: int
+    count: int
+    ids: list[int]
+
+
+def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=False, ids=False) -> list[Claimed]:
     """Point the unclaimed rows of the batch's promoters at their line, and with
     ``approved_at`` approve them in the same update (with ``every_promoter``, the rows of
-    the merchant's other promoters too, left unclaimed). Returns, per promoter, in order of
-    their first row: ``(promoter_id, total, count, row ids if ids else [])``. Each row's own
-    conditions are checked again under its lock, so a row another builder or approver took
-    first is left alone."""
+    the merchant's other promoters too, left unclaimed). Returns what it updated, per
+    promoter, in order of their first row. Each row's own conditions are checked again
+    under its lock, so a row another builder or approver took first is left alone."""
     lines = PayoutLine.objects.filter(batch=batch)
     model = queryset.model
     approve = {"status": Commission.Status.APPROVED, "approved_at": approved_at} if approved_at is not None else {}
@@ -235,14 +251,15 @@ def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=Fal
         for start in range(0, len(rows), 10000):
             chunk = [pk for pk, _, _ in rows[start : start + 10000]]
             mine.filter(pk__in=chunk).update(payout_line=Subquery(line_of), **approve)
+        line_ids = dict(lines.values_list("promoter_id", "id"))
         groups: dict[int, list] = {}
         for pk, promoter_id, amount in rows:
-            group = groups.setdefault(promoter_id, [promoter_id, 0, 0, []])
-            group[1] += amount
-            group[2] += 1
+            group = groups.setdefault(promoter_id, [promoter_id, line_ids.get(promoter_id), 0, 0, []])
+            group[2] += amount
+            group[3] += 1
             if ids:
-                group[3].append(pk)
-        return [tuple(group) for group in groups.values()]
+                group[4].append(pk)
+        return [Claimed(*group) for group in groups.values()]
     # One joined update, the table read once in order: the lines hashed (the planner has
     # statistics for them, see batch_build), or every promoter of the merchant with their
     # line if any; summed per promoter by the database.
@@ -264,23 +281,16 @@ def _claim(queryset, batch: PayoutBatch, *, approved_at=None, every_promoter=Fal
         cursor.execute(
             f"WITH claimed AS (UPDATE {table} SET payout_line_id = l.line_id{sets} FROM {source} "
             f"WHERE l.promoter_id = {table}.promoter_id AND {where} "
-            f"RETURNING {table}.id, {table}.promoter_id, {table}.amount_minor) "
-            f"SELECT promoter_id, SUM(amount_minor), COUNT(*), {'ARRAY_AGG(id ORDER BY id)' if ids else 'NULL'} "
-            f"FROM claimed GROUP BY promoter_id ORDER BY MIN(id)",
+            f"RETURNING {table}.id, {table}.promoter_id, {table}.payout_line_id, {table}.amount_minor) "
+            # A promoter has at most one line in the batch: grouped by promoter all the same.
+            f"SELECT promoter_id, payout_line_id, SUM(amount_minor), COUNT(*), {'ARRAY_AGG(id ORDER BY id)' if ids else 'NULL'} "
+            f"FROM claimed GROUP BY promoter_id, payout_line_id ORDER BY MIN(id)",
             [*approve.values(), *source_params, *params],
         )
-        return [(promoter_id, int(total), count, pks or []) for promoter_id, total, count, pks in cursor.fetchall()]
-
-
-def _claimed_totals(batch: PayoutBatch) -> dict[int, int]:
-    totals: dict[int, int] = defaultdict(int)
-    for model in (Commission, Adjustment):
-        for line_id, total in (
-            model.objects.filter(payout_line__batch=batch).values("payout_line_id").annotate(total=Sum("amount_minor"))
-            .values_list("payout_line_id", "total")
-        ):
-            totals[line_id] += total
-    return totals
+        return [
+            Claimed(promoter_id, line_id, int(total), count, pks or [])
+            for promoter_id, line_id, total, count, pks in cursor.fetchall()
+        ]
 
 
 def _posting(line: PayoutLine, kind: str, source: str, target: str, accounts) -> ledger.Posting:
