@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -270,3 +271,71 @@ def test_two_batches_built_at_once_never_pay_a_balance_twice(django_capture_on_c
     assert PayoutLine.objects.count() == 6
     assert sum(PayoutLine.objects.values_list("amount_minor", flat=True)) == 6 * 500
     assert audit_ledger().clean
+
+
+@needs_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_statements_are_written_alongside_the_batch(september):
+    """On PostgreSQL, with no transaction around the close, a second connection writes the
+    statements while the batch runs: the same statements, figures and report."""
+    w, p, s, g = september
+    lines = []
+    with time_machine.travel("2026-10-15T03:00:00Z", tick=True):
+        result = close_month(merchant=w.merchant, period=SEPT, progress=lines.append)
+    assert "  the statements are being written meanwhile, on a second connection" in lines
+    assert result.clean, result.report["differences"]
+    assert result.statements_written == 3 == result.report["statements"]
+    for frozen in Statement.objects.select_related("promoter__program"):
+        assert frozen.figures == statement_figures(frozen.promoter, SEPT)["minor"]
+    assert Statement.objects.get(promoter=p).figures["closing"] == 8000
+    assert (result.approved, result.lines, result.payable_minor) == (5, 1, {"USD": 8000})
+    assert audit_ledger().clean
+    again = close(w, when="2026-10-16T03:00:00Z")
+    assert again.already_closed and Statement.objects.count() == 3
+
+
+@needs_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_close_that_fails_leaves_no_statement_written_alongside(september, monkeypatch):
+    w = september[0]
+
+    def broken(**kwargs):
+        raise RuntimeError("the batch failed")
+
+    monkeypatch.setattr("payouts.closing.batch_build", broken)
+    with time_machine.travel("2026-10-15T03:00:00Z", tick=True), pytest.raises(RuntimeError, match="the batch failed"):
+        close_month(merchant=w.merchant, period=SEPT)
+    assert (Statement.objects.count(), PayoutBatch.objects.count(), MonthClose.objects.count()) == (0, 0, 0)
+    monkeypatch.undo()
+    result = close(w)
+    assert result.statements_written == 3 and result.clean, result.report["differences"]
+
+
+@needs_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_that_would_not_match_the_ledger_is_reported_when_written_alongside(september):
+    from payouts.models import Account, Entry, Journal
+
+    w, p, s, g = september
+    # An approval that only adds: the moves between S's owed accounts do not net to zero.
+    at = datetime(2026, 9, 20, tzinfo=UTC)
+    journal = Journal.objects.create(merchant=w.merchant, kind="approval", created_at=at)
+    Entry.objects.create(journal=journal, account=Account.objects.get(promoter=s, kind="available"), amount_minor=100, created_at=at)
+    lines = []
+    with time_machine.travel("2026-10-15T03:00:00Z", tick=True):
+        result = close_month(merchant=w.merchant, period=SEPT, progress=lines.append)
+    assert "  the statements are being written meanwhile, on a second connection" in lines
+    assert f"moves between owed accounts of promoter {s.pk} in {SEPT} do not net to zero" in result.report["differences"]
+    assert result.statements_written == 0 == Statement.objects.count()
+
+
+def test_inside_a_transaction_the_statements_are_written_after_the_batch(september):
+    w = september[0]
+    lines = []
+    with time_machine.travel("2026-10-15T03:00:00Z", tick=True):
+        result = close_month(merchant=w.merchant, period=SEPT, progress=lines.append)
+    assert not any("second connection" in line for line in lines)
+    assert result.statements_written == 3 and result.clean, result.report["differences"]
