@@ -310,6 +310,8 @@ SPECTACULAR_SETTINGS = {
         "PayoutMethodKindEnum": ["paypal", "bank", "manual"],
         "WebhookEventTypeEnum": ["commission.created", "commission.approved", "commission.reversed", "payout.paid"],
         "WebhookDeliveryStatusEnum": ["pending", "succeeded", "failed"],
+        "PromoterStatusEnum": ["active", "inactive", "pending"],
+        "CommissionStatusEnum": ["pending", "approved", "paid"],
     },
 }
 

@@ -14,6 +14,7 @@ from payouts.methods_api import PayoutDetailsLinkView, PayoutMethodChangesView, 
 from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
 from promoters import views as portal
 from promoters.api import PromoterViewSet
+from promoters.me_api import MeCommissionsView, MeSummaryView, MeView
 
 router = SimpleRouter(trailing_slash=True)
 router.register("programs", ProgramViewSet, basename="program")
@@ -31,6 +32,9 @@ api_v1 = [
     path("promoters/<int:id>/payout-method/link/", PayoutDetailsLinkView.as_view(), name="promoter-payout-details-link"),
     path("events/<int:id>/journey/", EventJourneyView.as_view(), name="event-journey"),
     path("webhooks/deliveries/<int:id>/replay/", WebhookDeliveryReplayView.as_view(), name="webhook-delivery-replay"),
+    path("me/", MeView.as_view(), name="me"),
+    path("me/summary/", MeSummaryView.as_view(), name="me-summary"),
+    path("me/commissions/", MeCommissionsView.as_view(), name="me-commissions"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -101,3 +101,16 @@ class MerchantMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} at merchant {self.merchant_id} ({self.role})"
+
+
+class PromoterApiToken(models.Model):
+    """The key of a promoter's own read-only API: random, shown once, stored as a SHA-256
+    digest. One per promoter; a new one replaces the old."""
+
+    promoter = models.OneToOneField(Promoter, on_delete=models.CASCADE, related_name="api_token")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, to recognise it.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of promoter {self.promoter_id}"

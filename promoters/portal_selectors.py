@@ -182,3 +182,9 @@ def statement(promoter: Promoter, statement_id: int) -> Statement | None:
 
 def payout_method(promoter: Promoter) -> PayoutMethod | None:
     return PayoutMethod.objects.filter(promoter=promoter).first()
+
+
+def api_token(promoter: Promoter):
+    from .models import PromoterApiToken
+
+    return PromoterApiToken.objects.filter(promoter=promoter).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -13,7 +14,7 @@ from affiliate.errors import ServiceValidationError
 from affiliate.models import Merchant, Program
 from affiliate.validation import FieldProblem, parse_rate
 
-from .models import Promoter
+from .models import Promoter, PromoterApiToken
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PROMOTER_FIELDS = (
@@ -237,3 +238,28 @@ def promoter_login_set(*, promoter: Promoter, user) -> Promoter:
     promoter.user = user
     promoter.save(update_fields=["user", "updated_at"])
     return promoter
+
+
+# --- The promoter's own read-only API key ---------------------------------------------------
+
+PROMOTER_KEY_PREFIX = "pt_live_"
+
+
+def promoter_key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@transaction.atomic
+def promoter_api_token_issue(*, promoter: Promoter) -> str:
+    """A new key for the promoter's read-only API, replacing any old one; returned in clear
+    this once (only its digest is kept)."""
+    key = PROMOTER_KEY_PREFIX + secrets.token_urlsafe(32)
+    PromoterApiToken.objects.filter(promoter=promoter).delete()
+    PromoterApiToken.objects.create(promoter=promoter, key_hash=promoter_key_digest(key), prefix=key[:12])
+    return key
+
+
+@transaction.atomic
+def promoter_api_token_revoke(*, promoter: Promoter) -> bool:
+    deleted, _ = PromoterApiToken.objects.filter(promoter=promoter).delete()
+    return bool(deleted)

@@ -18,4 +18,5 @@ urlpatterns = [
     path("statements/<int:statement_id>.pdf", views.statement_pdf, name="statement-pdf"),
     path("statements/<int:statement_id>.csv", views.statement_csv, name="statement-csv"),
     path("payout-details/", views.payout_details, name="payout-details"),
+    path("api-key/", views.api_key, name="api-key"),
 ]

@@ -408,3 +408,27 @@ def payout_details(request):
         return redirect("portal:payout-details")
     context["values"] = {**current, "iban": ""}
     return render(request, "portal/payout_details.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@portal_page
+def api_key(request):
+    """The key of the promoter's own read-only API: made (shown this once) or revoked."""
+    promoter = request.promoter
+    new_key = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "create":
+            new_key = services.promoter_api_token_issue(promoter=promoter)
+        elif action == "revoke":
+            services.promoter_api_token_revoke(promoter=promoter)
+            messages.success(request, "Your API key is revoked: it no longer works.")
+            return redirect("portal:api-key")
+        else:
+            return HttpResponse("Unknown action.", status=400, content_type="text/plain")
+    context = {
+        "token": reads.api_token(promoter),
+        "new_key": new_key,
+        "api_base": _absolute(request, "/api/v1/me/"),
+    }
+    return render(request, "portal/api_key.html", context)

@@ -28,6 +28,7 @@ def pages(world):
         (world.sam_client, "/portal/team/"),
         (world.pia_client, "/portal/payouts/"),
         (world.pia_client, "/portal/payout-details/"),
+        (world.pia_client, "/portal/api-key/"),
     ]
 
 

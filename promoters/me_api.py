@@ -1,0 +1,178 @@
+"""The promoter's own read-only API (``/api/v1/me/...``), opened by the key they make in the
+portal: their profile and balance, the dashboard's figures, and their commissions. Nothing
+here reaches another promoter's data: every read is of the key's promoter."""
+
+from __future__ import annotations
+
+from django_filters import rest_framework as filters
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import authentication, exceptions, generics, permissions, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from affiliate import money
+from affiliate.api_common import errors
+from payouts.models import Commission
+from payouts.selectors import promoter_balance
+
+from . import portal_selectors as reads
+from .models import Promoter, PromoterApiToken
+from .services import PROMOTER_KEY_PREFIX, promoter_key_digest
+
+
+class PromoterPrincipal:
+    """``request.user`` on the promoter API: the promoter, authenticated by their key."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+
+    def __init__(self, promoter: Promoter):
+        self.promoter = promoter
+        self.pk = promoter.pk
+
+    def __str__(self) -> str:
+        return f"promoter:{self.promoter.pk}"
+
+
+class PromoterKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
+            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <promoter key>'.")
+        if not parts[1].startswith(PROMOTER_KEY_PREFIX):
+            raise exceptions.AuthenticationFailed("This API takes a promoter key, made in the promoter portal.")
+        token = (
+            PromoterApiToken.objects.select_related("promoter__program")
+            .filter(key_hash=promoter_key_digest(parts[1])).first()
+        )
+        if token is None:
+            raise exceptions.AuthenticationFailed("The promoter key is not valid.")
+        return PromoterPrincipal(token.promoter), parts[1]
+
+    def authenticate_header(self, request):
+        return self.keyword
+
+
+class IsPromoter(permissions.BasePermission):
+    def has_permission(self, request, view):
+        return isinstance(request.user, PromoterPrincipal)
+
+
+class PromoterKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "promoters.me_api.PromoterKeyAuthentication"
+    name = "PromoterKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A promoter's own key, made in the promoter portal."}
+
+
+class PromoterApiView:
+    authentication_classes = [PromoterKeyAuthentication]
+    permission_classes = [IsPromoter]
+
+
+BalanceSerializer = inline_serializer("PromoterOwnBalance", {
+    "currency": serializers.CharField(),
+    "pending": serializers.CharField(), "available": serializers.CharField(), "paid": serializers.CharField(),
+})
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    email = serializers.EmailField()
+    program = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Promoter.Status.values)
+    referral_code = serializers.CharField()
+    balance = BalanceSerializer
+
+
+@extend_schema(tags=["promoter's own API"], responses={200: MeSerializer, **errors(401)})
+class MeView(PromoterApiView, APIView):
+    """The key's promoter and their balance."""
+
+    def get(self, request):
+        p = request.user.promoter
+        return Response({
+            "id": p.pk, "name": p.name, "email": p.email, "program": p.program_id, "status": p.status,
+            "referral_code": p.referral_code, "balance": promoter_balance(p),
+        })
+
+
+SummarySerializer = inline_serializer("PromoterOwnSummary", {
+    "currency": serializers.CharField(),
+    "status": serializers.CharField(),
+    "balance": BalanceSerializer,
+    "totals": inline_serializer("PromoterOwnTotals", {
+        "clicks": serializers.IntegerField(), "registrations": serializers.IntegerField(),
+        "purchases": serializers.IntegerField(), "conversion_rate": serializers.CharField(allow_null=True),
+        "earned": serializers.CharField(),
+    }),
+    "days": serializers.ListField(child=serializers.DateField()),
+    "series": inline_serializer("PromoterOwnSeries", {
+        "clicks": serializers.ListField(child=serializers.IntegerField()),
+        "registrations": serializers.ListField(child=serializers.IntegerField()),
+        "purchases": serializers.ListField(child=serializers.IntegerField()),
+        "earned": serializers.ListField(child=serializers.CharField()),
+    }),
+    "updated_at": serializers.DateTimeField(),
+})
+
+
+@extend_schema(tags=["promoter's own API"], responses={200: SummarySerializer, **errors(401)})
+class MeSummaryView(PromoterApiView, APIView):
+    """The dashboard's figures: the last 30 days, day by day, and the balance."""
+
+    def get(self, request):
+        return Response(reads.dashboard(request.user.promoter))
+
+
+class OwnCommissionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    event = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Commission.Kind.values)
+    level = serializers.IntegerField(help_text="0: your own sale; k: an override from level k of your team")
+    amount = serializers.CharField()
+    currency = serializers.CharField()
+    status = serializers.ChoiceField(choices=Commission.Status.values)
+    available_at = serializers.DateTimeField()
+
+    def to_representation(self, c: Commission) -> dict:
+        return {
+            "id": c.pk, "created_at": c.created_at.isoformat(), "event": c.event_id, "kind": c.kind, "level": c.level,
+            "amount": money.format_minor(c.amount_minor, c.currency), "currency": c.currency, "status": c.status,
+            "available_at": c.available_at.isoformat(),
+        }
+
+
+class OwnCommissionFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=Commission.Status.choices)
+    kind = filters.ChoiceFilter(choices=Commission.Kind.choices)
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Commission
+        fields = ["status", "kind"]
+
+
+@extend_schema(tags=["promoter's own API"], responses={200: OwnCommissionSerializer(many=True), **errors(400, 401)})
+class MeCommissionsView(PromoterApiView, generics.ListAPIView):
+    """Your commissions, newest first; overrides name their level, never the team member."""
+
+    serializer_class = OwnCommissionSerializer
+    filterset_class = OwnCommissionFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Commission.objects.none()
+        return reads.commissions(self.request.user.promoter)
