@@ -226,7 +226,7 @@ def _link_or_404(request, code: str):
 
 def _qr_svg(url: str) -> str:
     return segno.make(url, error="m").svg_inline(
-        scale=1, omitsize=True, border=2, svgclass="qr", lineclass=None, title="QR code of the link",
+        scale=1, omitsize=True, border=4, svgclass="qr", lineclass=None, title="QR code of the link",
     )
 
 

@@ -140,8 +140,8 @@ def test_the_team_page_shows_the_tree_and_each_levels_override_totals_only(sold)
     page = sold.sam_client.get("/portal/team/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert '<tr><th scope="row">1</th><td class="num">1</td><td class="num">5%</td><td class="num">1</td><td class="num">5.00</td></tr>' in html
-    assert '<tr><th scope="row">2</th><td class="num">1</td><td class="num">3%</td><td class="num">0</td><td class="num">0.00</td></tr>' in html
+    assert '<tr><th scope="row">1</th><td class="num">5.00</td><td class="num">1</td><td class="num">5%</td><td class="num">1</td></tr>' in html
+    assert '<tr><th scope="row">2</th><td class="num">0.00</td><td class="num">1</td><td class="num">3%</td><td class="num">0</td></tr>' in html
     assert html.index("Pia") < html.index("Dee")
     assert "pia@example.com" not in html and deep.email not in html
     assert "10.00" not in html  # Pia's own commission is hers
