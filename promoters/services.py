@@ -186,15 +186,21 @@ def promoter_join(*, sponsor: Promoter, user, name: str) -> Promoter:
     if sponsor.status != Promoter.Status.ACTIVE:
         raise ServiceValidationError({"sponsor": ["This invite link is no longer valid."]})
     program = sponsor.program
-    with transaction.atomic():
-        if Promoter.objects.filter(user=user, program=program).exists():
-            raise ServiceValidationError({"program": ["You are already a promoter in this program."]})
-        promoter = promoter_create(merchant=sponsor.merchant, program=program, sponsor=sponsor, email=user.email, name=name)
-        # In the same transaction: nobody sees the new promoter active before it is pending.
-        promoter.status = Promoter.Status.PENDING if program.join_requires_approval else Promoter.Status.ACTIVE
-        promoter.user = user
-        promoter.save(update_fields=["status", "user", "updated_at"])
-        return promoter
+    already = ServiceValidationError({"program": ["You are already a promoter in this program."]})
+    try:
+        with transaction.atomic():
+            if Promoter.objects.filter(user=user, program=program).exists():
+                raise already
+            promoter = promoter_create(merchant=sponsor.merchant, program=program, sponsor=sponsor, email=user.email, name=name)
+            # In the same transaction: nobody sees the new promoter active before it is pending.
+            promoter.status = Promoter.Status.PENDING if program.join_requires_approval else Promoter.Status.ACTIVE
+            promoter.user = user
+            promoter.save(update_fields=["status", "user", "updated_at"])
+            return promoter
+    except IntegrityError as exc:  # the same login joining twice at once: the second loses
+        if "promoter_one_login_per_program" in str(exc) or "user_id" in str(exc).lower():
+            raise already from exc
+        raise
 
 
 @transaction.atomic

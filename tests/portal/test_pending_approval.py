@@ -124,3 +124,35 @@ def test_the_admin_shows_the_program_setting_and_approves_pending_promoters(worl
     )
     assert response.status_code == 302
     assert dict(Promoter.objects.values_list("pk", "status")) == {s.pk: "active", p.pk: "active"}
+
+
+def test_joining_twice_with_one_login_is_refused_and_writes_nothing(world):
+    s = world.promoter("S")
+    user = make_login("p@example.com")
+    services.promoter_join(sponsor=s, user=user, name="P")
+    with pytest.raises(ServiceValidationError) as exc:
+        services.promoter_join(sponsor=s, user=user, name="P again")
+    assert exc.value.fields == {"program": ["You are already a promoter in this program."]}
+    assert Promoter.objects.filter(user=user).count() == 1
+
+
+def test_a_join_that_loses_a_race_on_the_login_constraint_is_refused(world, monkeypatch):
+    s = world.promoter("S")
+    first = world.promoter("First")
+    user = make_login("p@example.com", promoter=first)
+    # The existence check saw nothing (as a concurrent join would); the constraint decides.
+    monkeypatch.setattr(services.Promoter.objects, "filter", _filter_missing_user(services.Promoter.objects.filter))
+    with pytest.raises(ServiceValidationError) as exc:
+        services.promoter_join(sponsor=s, user=user, name="P")
+    assert exc.value.fields == {"program": ["You are already a promoter in this program."]}
+    monkeypatch.undo()
+    assert Promoter.objects.count() == 2
+
+
+def _filter_missing_user(original):
+    def filter_(*args, **kwargs):
+        if "user" in kwargs and "program" in kwargs:
+            return Promoter.objects.none()
+        return original(*args, **kwargs)
+
+    return filter_
