@@ -20,7 +20,7 @@ from attribution.models import Credit
 from payouts.models import Commission, PayoutLine, PayoutMethod, Statement
 from payouts.selectors import promoter_balance
 
-from .models import Promoter
+from .models import Promoter, PromoterApiToken
 
 CHART_DAYS = 30
 
@@ -184,7 +184,5 @@ def payout_method(promoter: Promoter) -> PayoutMethod | None:
     return PayoutMethod.objects.filter(promoter=promoter).first()
 
 
-def api_token(promoter: Promoter):
-    from .models import PromoterApiToken
-
+def api_token(promoter: Promoter) -> PromoterApiToken | None:
     return PromoterApiToken.objects.filter(promoter=promoter).first()

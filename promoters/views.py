@@ -25,7 +25,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from affiliate import money
-from affiliate import services as tracking
 from affiliate.errors import ServiceValidationError
 from payouts import methods, statements
 from payouts.selectors import promoter_balance
@@ -190,13 +189,11 @@ def links(request):
     form = LinkForm(request.POST or None, initial={"destination_url": _default_destination(promoter)})
     status = 200
     if request.method == "POST":
-        if promoter.status != Promoter.Status.ACTIVE:
-            form.add_error(None, "Your account is not active yet: you can make links once the merchant approves it.")
-        elif form.is_valid():
+        if form.is_valid():
             try:
-                link = tracking.link_create(
-                    merchant=promoter.merchant, promoter=promoter,
-                    destination_url=form.cleaned_data["destination_url"], channel=form.cleaned_data["channel"],
+                link = services.promoter_link_create(
+                    promoter=promoter, destination_url=form.cleaned_data["destination_url"],
+                    channel=form.cleaned_data["channel"],
                 )
             except ServiceValidationError as exc:
                 for field, problems in exc.fields.items():

@@ -95,6 +95,7 @@ def test_a_promoter_awaiting_approval_cannot_make_links(world):
     assert b"waiting for the merchant's approval" in page.content
     response = world.pia_client.post("/portal/links/", {"destination_url": "https://shop.example.com/", "channel": "blog"})
     assert response.status_code == 400
+    assert b"Your account is not active: you can make links once the merchant approves it." in response.content
     assert not ReferralLink.objects.filter(promoter=world.pia).exists()
 
 
