@@ -25,7 +25,7 @@ from promoters.models import Promoter
 
 from . import ledger
 from .batches import policy_for
-from .models import Adjustment, Commission, Journal
+from .models import Account, Adjustment, Commission, Journal
 from .statements import month_bounds
 
 
@@ -97,15 +97,70 @@ def apply_plans(*, merchant: Merchant, period: str) -> list[Adjustment]:
         Promoter.objects.filter(merchant=merchant, payout_plan=Promoter.PayoutPlan.GUARANTEED).select_related("program")
     )
     facts = month_facts([p.pk for p in promoters], period)
-    written = []
+    policies: dict[int, object] = {}
+    wanted = []
     for promoter in promoters:
-        policy = policy_for(promoter.program)
+        if promoter.program_id not in policies:
+            policies[promoter.program_id] = policy_for(promoter.program)
+        policy = policies[promoter.program_id]
         currency = promoter.program.currency
         for kind, (amount, reason) in plan_amounts(facts[promoter.pk], policy, months_since_joining(promoter, period), currency).items():
-            adjustment = _adjust(promoter, kind, period, amount, currency, reason)
-            if adjustment is not None:
-                written.append(adjustment)
-    return written
+            wanted.append((promoter, kind, amount, currency, reason))
+    if not wanted:
+        return []
+    try:
+        return _adjust_all(wanted, period)
+    except IntegrityError:  # another close wrote some of them meanwhile: one by one, each at most once
+        written = [_adjust(promoter, kind, period, amount, currency, reason) for promoter, kind, amount, currency, reason in wanted]
+        return [adjustment for adjustment in written if adjustment is not None]
+
+
+@transaction.atomic
+def _adjust_all(wanted, period: str) -> list[Adjustment]:
+    """``_adjust`` for each, in one transaction and a few statements: the same rows, in the
+    same order (accounts created when missing, as ``_adjust`` creates them), the same
+    journals and entries. Those already written for the month are left out."""
+    existing = set(
+        Adjustment.objects.filter(period=period, promoter_id__in={promoter.pk for promoter, *_ in wanted})
+        .values_list("promoter_id", "kind")
+    )
+    wanted = [w for w in wanted if (w[0].pk, w[1]) not in existing]
+    if not wanted:
+        return []
+    adjustments = Adjustment.objects.bulk_create([
+        Adjustment(
+            merchant_id=promoter.merchant_id, promoter=promoter, kind=kind, period=period,
+            amount_minor=amount, currency=currency, reason=reason[:300],
+        )
+        for promoter, kind, amount, currency, reason in wanted
+    ])
+    promoter_ids: dict[tuple[int, str], set[int]] = defaultdict(set)
+    for promoter, _, _, currency, _ in wanted:
+        promoter_ids[(promoter.merchant_id, currency)].add(promoter.pk)
+    accounts, expenses = {}, {}
+    for (merchant_id, currency), ids in promoter_ids.items():
+        accounts[(merchant_id, currency)] = {
+            (a.promoter_id, a.kind): a
+            for a in Account.objects.filter(promoter_id__in=ids, currency=currency, kind__in=ledger.PROMOTER_KINDS)
+        }
+        expenses[(merchant_id, currency)] = Account.objects.filter(
+            merchant_id=merchant_id, promoter__isnull=True, kind=Account.Kind.EXPENSE, currency=currency
+        ).first()
+    postings = []
+    for promoter, kind, amount, currency, reason in wanted:
+        key = (promoter.merchant_id, currency)
+        mine = accounts[key]
+        # Created when missing, promoter by promoter and then the expense account, as _adjust does.
+        if any((promoter.pk, k) not in mine for k in ledger.PROMOTER_KINDS):
+            mine.update(ledger.promoter_accounts(promoter.merchant_id, currency, [promoter.pk]))
+        if expenses[key] is None:
+            expenses[key] = ledger.expense_account(promoter.merchant_id, currency)
+        postings.append(ledger.Posting(
+            Journal(merchant_id=promoter.merchant_id, kind=Journal.Kind.ADJUSTMENT, memo=f"{'bonus' if kind == 'bonus' else 'topup'} {period}: {reason}"[:200]),
+            [(mine[(promoter.pk, "available")], amount), (expenses[key], -amount)],
+        ))
+    ledger.post(postings)
+    return adjustments
 
 
 def _adjust(promoter: Promoter, kind: str, period: str, amount: int, currency: str, reason: str) -> Adjustment | None:

@@ -339,3 +339,63 @@ def test_inside_a_transaction_the_statements_are_written_after_the_batch(septemb
         result = close_month(merchant=w.merchant, period=SEPT, progress=lines.append)
     assert not any("second connection" in line for line in lines)
     assert result.statements_written == 3 and result.clean, result.report["differences"]
+
+
+def test_the_plans_write_at_once_what_they_write_one_by_one(django_capture_on_commit_callbacks, monkeypatch):
+    """Top-ups and bonuses written in one transaction: the same adjustments, journals,
+    entries, balances and accounts, created in the same order, as one by one; one already
+    written for the month is left as it is."""
+    from django.db import IntegrityError, transaction
+
+    from payouts import plans
+    from payouts.models import Account, Entry, Journal
+
+    with time_machine.travel("2026-09-01T08:00:00Z", tick=True):
+        w = World(django_capture_on_commit_callbacks, hold_days=30, tier_rates=["0.05"])
+        PayoutPolicy.objects.update_or_create(
+            program=w.program,
+            defaults={
+                "minimum_payout_minor": 5000, "guaranteed_minimum_minor": 2500, "guaranteed_months": 3,
+                "activity_min_clicks": 0, "activity_min_conversions": 0,
+                "bonus_revenue_threshold_minor": 5000, "bonus_rate": "0.02",
+            },
+        )
+        g1 = w.promoter("G1", payout_plan="guaranteed")
+        idle = w.promoter("Idle", payout_plan="guaranteed")  # no commission, so no account yet
+        g3 = w.promoter("G3", payout_plan="guaranteed")
+    with time_machine.travel("2026-09-10T12:00:00Z", tick=True) as clock:
+        clicks = [w.journey((g, affiliate_services.timezone.now())) for g in (g1, g3)]
+        clock.shift(60)
+        w.send(type="purchase", customer_id="c1", order_id="o1", amount="100.00", click_id=clicks[0])
+        w.send(type="purchase", customer_id="c3", order_id="o3", amount="300.00", click_id=clicks[1])
+    assert not Account.objects.filter(promoter=idle).exists()
+    plans._adjust(g3, "topup", SEPT, 100, "USD", "written before")
+
+    def picture():
+        journals = {j.pk: n for n, j in enumerate(Journal.objects.filter(kind="adjustment").order_by("id"))}
+        return (
+            list(Adjustment.objects.order_by("id").values_list("promoter__name", "kind", "amount_minor", "reason")),
+            [(j.kind, j.memo) for j in Journal.objects.filter(kind="adjustment").order_by("id")],
+            [
+                (journals[e.journal_id], e.account.promoter_id, e.account.kind, e.amount_minor)
+                for e in Entry.objects.filter(journal__kind="adjustment").select_related("account").order_by("id")
+            ],
+            list(Account.objects.order_by("id").values_list("promoter_id", "kind", "currency", "balance_minor")),
+        )
+
+    def one_by_one(wanted, period):
+        raise IntegrityError("as if another close had written one meanwhile")
+
+    savepoint = transaction.savepoint()
+    with monkeypatch.context() as m:
+        m.setattr(plans, "_adjust_all", one_by_one)
+        reference = plans.apply_plans(merchant=w.merchant, period=SEPT)
+    expected = picture()
+    transaction.savepoint_rollback(savepoint)
+    written = plans.apply_plans(merchant=w.merchant, period=SEPT)
+    assert [(a.promoter.name, a.kind) for a in written] == [(a.promoter.name, a.kind) for a in reference] == [
+        ("G1", "topup"), ("G1", "bonus"), ("Idle", "topup"), ("G3", "bonus"),
+    ]
+    assert picture() == expected
+    assert plans.apply_plans(merchant=w.merchant, period=SEPT) == []
+    assert audit_ledger().clean
