@@ -1,0 +1,397 @@
+"""Reads for the merchant dashboards: one merchant's programs, aggregated by the database.
+
+Every read takes the merchant (or a program already looked up through it) and runs a fixed
+number of queries, whatever the number of clicks, events, promoters or commissions.
+
+What the figures mean (the same on every page):
+
+- The range is a pair of UTC days, both included. Clicks count by when they were made;
+  everything about a conversion (its credits, its commissions) counts by the event's
+  ``occurred_at``, so that a sale and what it cost land in the same range.
+- Registrations and purchases are the program's events attributed to at least one promoter
+  (events with a credit); an order shared by two promoters counts once.
+- Revenue is the attributed revenue net of refunds: the credits' revenue, purchases positive
+  and refunds negative (a refund's credits take back the purchase's in proportion).
+- Commissions are every commission of the program (own sales, bounties, overrides and the
+  negative reversals), summed by status: pending, approved, paid.
+- Conversion rate: attributed purchases per click.
+- Channels: a promoter's part of a conversion (their credit, and the commissions that derive
+  from it) goes to the channel of that promoter's last touchpoint in the journey (a coupon's
+  touchpoint has no channel). Revenue and commissions so add up over the channels to the
+  program's; a purchase shared by promoters on two channels counts as a conversion in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from affiliate import money
+from affiliate.models import Click, ConversionEvent, Merchant, Program
+from attribution.models import Credit, Touchpoint
+from payouts.models import Commission
+from promoters.models import MerchantMember, Promoter
+
+CHART_DAYS = 30
+TOP_PROMOTERS = 20
+CONVERSIONS_PER_PAGE = 50
+PENDING_LIMIT = 500
+PURCHASE = ConversionEvent.Type.PURCHASE
+REGISTRATION = ConversionEvent.Type.REGISTRATION
+
+
+# --- Who and what -------------------------------------------------------------------------
+
+
+def memberships(user) -> list[MerchantMember]:
+    """The merchants a login works for, oldest membership first."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return list(MerchantMember.objects.filter(user=user).select_related("merchant").order_by("id"))
+
+
+def programs(merchant: Merchant) -> list[Program]:
+    return list(Program.objects.filter(merchant=merchant).order_by("-is_default", "id"))
+
+
+def program(merchant: Merchant, program_id: int) -> Program | None:
+    return Program.objects.filter(merchant=merchant, pk=program_id).first()
+
+
+# --- Ranges -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    since: date
+    until: date  # included
+
+    @classmethod
+    def last_days(cls, days: int = CHART_DAYS, *, now: datetime | None = None) -> Range:
+        today = timezone.localdate(now or timezone.now())
+        return cls(today - timedelta(days=days - 1), today)
+
+    @property
+    def start(self) -> datetime:
+        return _day_start(self.since)
+
+    @property
+    def end(self) -> datetime:  # excluded
+        return _day_start(self.until + timedelta(days=1))
+
+    @property
+    def days(self) -> list[date]:
+        return [self.since + timedelta(days=i) for i in range((self.until - self.since).days + 1)]
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+def _events_in(span: Range, prefix: str = "event__") -> Q:
+    return Q(**{f"{prefix}occurred_at__gte": span.start, f"{prefix}occurred_at__lt": span.end})
+
+
+def _clicks_in(span: Range) -> Q:
+    return Q(created_at__gte=span.start, created_at__lt=span.end)
+
+
+# --- Formatting ---------------------------------------------------------------------------
+
+
+def rate_text(part: int, whole: int) -> str | None:
+    """``3`` of ``40`` → ``"7.5%"``; nothing to divide by → None."""
+    if not whole:
+        return None
+    return f"{(Decimal(100) * part / whole).quantize(Decimal('0.1'))}%"
+
+
+def per_unit(total_minor: int, count: int, currency: str) -> Decimal | None:
+    """``total / count`` as money, half-up to the minor unit; None without a count."""
+    if not count:
+        return None
+    return money.quantize(money.from_minor(total_minor, currency) / count, currency)
+
+
+def _money(minor: int, currency: str) -> Decimal:
+    return money.from_minor(minor or 0, currency)
+
+
+# --- Program KPIs -------------------------------------------------------------------------
+
+
+def _empty_kpis(p: Program) -> dict:
+    return {
+        "program": p, "currency": p.currency, "clicks": 0, "registrations": 0, "purchases": 0,
+        "revenue_minor": 0, "pending_minor": 0, "approved_minor": 0, "paid_minor": 0,
+    }
+
+
+def _finish_kpis(row: dict) -> dict:
+    currency = row["currency"]
+    row["conversion_rate"] = rate_text(row["purchases"], row["clicks"])
+    row["revenue"] = _money(row["revenue_minor"], currency)
+    for status in ("pending", "approved", "paid"):
+        row[status] = _money(row[f"{status}_minor"], currency)
+    row["commissions_minor"] = row["pending_minor"] + row["approved_minor"] + row["paid_minor"]
+    row["commissions"] = _money(row["commissions_minor"], currency)
+    return row
+
+
+def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -> dict[int, dict]:
+    """``{program id: kpis}`` for each of the merchant's programs over the range: three
+    queries (clicks, credits, commissions), grouped by program."""
+    rows = {p.pk: _empty_kpis(p) for p in program_list}
+    for program_id, n in (
+        Click.objects.filter(_clicks_in(span), merchant=merchant)
+        .values("program_id").annotate(n=Count("id")).values_list("program_id", "n")
+    ):
+        if program_id in rows:
+            rows[program_id]["clicks"] = n
+    for program_id, kind, n, revenue in (
+        Credit.objects.filter(_events_in(span), event__merchant=merchant)
+        .values("event__program_id", "event__type")
+        .annotate(n=Count("event_id", distinct=True), revenue=Sum("revenue_minor"))
+        .values_list("event__program_id", "event__type", "n", "revenue")
+    ):
+        row = rows.get(program_id)
+        if row is None:
+            continue
+        row["revenue_minor"] += revenue or 0
+        if kind == PURCHASE:
+            row["purchases"] = n
+        elif kind == REGISTRATION:
+            row["registrations"] = n
+    for program_id, status, total in (
+        Commission.objects.filter(_events_in(span), merchant=merchant)
+        .values("program_id", "status").annotate(total=Sum("amount_minor"))
+        .values_list("program_id", "status", "total")
+    ):
+        if program_id in rows:
+            rows[program_id][f"{status}_minor"] = total or 0
+    return {pk: _finish_kpis(row) for pk, row in rows.items()}
+
+
+def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
+    """The last ``days`` days of one program, day by day: clicks, attributed purchases and
+    revenue (net of refunds). Two queries."""
+    span = Range.last_days(days, now=now)
+    labels = span.days
+    index = {day: i for i, day in enumerate(labels)}
+    clicks = [0] * len(labels)
+    purchases = [0] * len(labels)
+    revenue = [0] * len(labels)
+    for day, n in (
+        Click.objects.filter(_clicks_in(span), program=p)
+        .annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id")).values_list("day", "n")
+    ):
+        if day in index:
+            clicks[index[day]] = n
+    for day, kind, n, total in (
+        Credit.objects.filter(_events_in(span), event__program=p)
+        .annotate(day=TruncDate("event__occurred_at")).values("day", "event__type")
+        .annotate(n=Count("event_id", distinct=True), total=Sum("revenue_minor"))
+        .values_list("day", "event__type", "n", "total")
+    ):
+        if day not in index:
+            continue
+        revenue[index[day]] += total or 0
+        if kind == PURCHASE:
+            purchases[index[day]] = n
+    currency = p.currency
+    return {
+        "currency": currency,
+        "days": [d.isoformat() for d in labels],
+        "clicks": clicks,
+        "purchases": purchases,
+        "revenue": [str(_money(m, currency)) for m in revenue],
+    }
+
+
+# --- Top promoters ------------------------------------------------------------------------
+
+
+def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dict:
+    """The program's promoters with the most attributed revenue and with the most
+    commissions over the range, each with clicks, purchases, conversion rate, revenue and
+    commissions. Six queries: the two rankings, then the figures of the few promoters named."""
+    by_revenue = list(
+        Credit.objects.filter(_events_in(span), event__program=p)
+        .values("promoter_id").annotate(total=Sum("revenue_minor"))
+        .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
+    )
+    by_commissions = list(
+        Commission.objects.filter(_events_in(span), program=p)
+        .values("promoter_id").annotate(total=Sum("amount_minor"))
+        .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
+    )
+    ids = set(by_revenue) | set(by_commissions)
+    figures = {pk: {"clicks": 0, "purchases": 0, "revenue_minor": 0, "commissions_minor": 0} for pk in ids}
+    if ids:
+        for pk, name, status in Promoter.objects.filter(pk__in=ids).values_list("pk", "name", "status"):
+            figures[pk].update(id=pk, name=name, status=status)
+        for pk, n in (
+            Click.objects.filter(_clicks_in(span), program=p, promoter_id__in=ids)
+            .values("promoter_id").annotate(n=Count("id")).values_list("promoter_id", "n")
+        ):
+            figures[pk]["clicks"] = n
+        for pk, n, total in (
+            Credit.objects.filter(_events_in(span), event__program=p, promoter_id__in=ids)
+            .values("promoter_id")
+            .annotate(n=Count("event_id", filter=Q(event__type=PURCHASE), distinct=True), total=Sum("revenue_minor"))
+            .values_list("promoter_id", "n", "total")
+        ):
+            figures[pk].update(purchases=n, revenue_minor=total or 0)
+        for pk, total in (
+            Commission.objects.filter(_events_in(span), program=p, promoter_id__in=ids)
+            .values("promoter_id").annotate(total=Sum("amount_minor")).values_list("promoter_id", "total")
+        ):
+            figures[pk]["commissions_minor"] = total or 0
+    currency = p.currency
+    for row in figures.values():
+        row["conversion_rate"] = rate_text(row["purchases"], row["clicks"])
+        row["revenue"] = _money(row["revenue_minor"], currency)
+        row["commissions"] = _money(row["commissions_minor"], currency)
+    return {
+        "currency": currency,
+        "by_revenue": [figures[pk] for pk in by_revenue],
+        "by_commissions": [figures[pk] for pk in by_commissions],
+    }
+
+
+# --- Channels -----------------------------------------------------------------------------
+
+
+def _last_channel(promoter_field: str) -> Subquery:
+    """The channel of ``promoter_field``'s last touchpoint in the journey of the row's event
+    (a refund's journey is its purchase's)."""
+    return Subquery(
+        Touchpoint.objects.filter(
+            event_id=Coalesce(OuterRef("event__purchase_id"), OuterRef("event_id"), output_field=IntegerField()),
+            promoter_id=OuterRef(promoter_field),
+        ).order_by("-position").values("channel")[:1]
+    )
+
+
+def channels(p: Program, span: Range) -> dict:
+    """Per channel of the program, over the range: clicks, conversions (attributed
+    purchases), revenue, commissions and cost per conversion (commissions / conversions).
+    Three queries."""
+    rows: dict[str, dict] = {}
+
+    def row(name: str | None) -> dict:
+        name = name or ""
+        return rows.setdefault(name, {"channel": name, "clicks": 0, "conversions": 0, "revenue_minor": 0, "commissions_minor": 0})
+
+    for name, n in (
+        Click.objects.filter(_clicks_in(span), program=p)
+        .values("link__channel").annotate(n=Count("id")).values_list("link__channel", "n")
+    ):
+        row(name)["clicks"] += n
+    for name, n, total in (
+        Credit.objects.filter(_events_in(span), event__program=p)
+        .annotate(channel=_last_channel("promoter_id")).values("channel")
+        .annotate(n=Count("event_id", filter=Q(event__type=PURCHASE), distinct=True), total=Sum("revenue_minor"))
+        .values_list("channel", "n", "total")
+    ):
+        r = row(name)
+        r["conversions"] += n
+        r["revenue_minor"] += total or 0
+    for name, total in (
+        Commission.objects.filter(_events_in(span), program=p)
+        .annotate(channel=_last_channel("source_promoter_id")).values("channel")
+        .annotate(total=Sum("amount_minor")).values_list("channel", "total")
+    ):
+        row(name)["commissions_minor"] += total or 0
+    currency = p.currency
+    out = []
+    for r in rows.values():
+        r["revenue"] = _money(r["revenue_minor"], currency)
+        r["commissions"] = _money(r["commissions_minor"], currency)
+        r["conversion_rate"] = rate_text(r["conversions"], r["clicks"])
+        r["cost_per_conversion"] = per_unit(r["commissions_minor"], r["conversions"], currency)
+        out.append(r)
+    out.sort(key=lambda r: (-r["revenue_minor"], -r["clicks"], r["channel"]))
+    totals = {
+        key: sum(r[key] for r in out) for key in ("clicks", "conversions", "revenue_minor", "commissions_minor")
+    }
+    return {
+        "currency": currency,
+        "rows": out,
+        "revenue_total": _money(totals["revenue_minor"], currency),
+        "commissions_total": _money(totals["commissions_minor"], currency),
+        "clicks_total": totals["clicks"],
+    }
+
+
+# --- Conversions and the attribution explorer --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversionFilter:
+    program_id: int | None = None
+    type: str = ""
+    search: str = ""  # an event id, an order id or a customer id
+
+
+def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter()):
+    """The merchant's events, newest first (a queryset: page it), with the customer's id and
+    how many promoters were credited."""
+    qs = ConversionEvent.objects.filter(merchant=merchant)
+    if filters.program_id:
+        qs = qs.filter(program_id=filters.program_id)
+    if filters.type:
+        qs = qs.filter(type=filters.type)
+    term = filters.search.strip()
+    if term:
+        match = Q(order_id=term) | Q(customer__external_id=term)
+        if term.isdigit() and len(term) < 19:
+            match |= Q(pk=int(term))
+        qs = qs.filter(match)
+    return (
+        qs.select_related("customer", "program")
+        .annotate(promoters=Count("credits"))
+        .order_by("-occurred_at", "-id")
+        .only(
+            "id", "type", "stage", "status", "amount_minor", "currency", "order_id", "occurred_at",
+            "customer__external_id", "program__name", "program__currency",
+        )
+    )
+
+
+def conversion(merchant: Merchant, event_id: int) -> ConversionEvent | None:
+    return ConversionEvent.objects.filter(merchant=merchant, pk=event_id).select_related("customer", "program").first()
+
+
+def event_commissions(event: ConversionEvent) -> list[dict]:
+    """The commissions an event made, with the promoters' names: one query."""
+    return [
+        {**row, "amount": _money(row["amount_minor"], row["currency"])}
+        for row in Commission.objects.filter(event=event).order_by("id").values(
+            "id", "kind", "level", "amount_minor", "currency", "status", name=F("promoter__name"),
+        )
+    ]
+
+
+# --- Promoter approvals -------------------------------------------------------------------
+
+
+def pending_promoters(merchant: Merchant, *, limit: int = PENDING_LIMIT) -> list[Promoter]:
+    """Promoters waiting for the merchant's approval, oldest first, with program and sponsor."""
+    return list(
+        Promoter.objects.filter(merchant=merchant, status=Promoter.Status.PENDING)
+        .select_related("program", "sponsor").order_by("created_at", "id")[:limit]
+    )
+
+
+def pending_promoter(merchant: Merchant, promoter_id: int) -> Promoter | None:
+    return Promoter.objects.filter(merchant=merchant, pk=promoter_id).select_related("merchant").first()
+
+
+def pending_count(merchant: Merchant) -> int:
+    return Promoter.objects.filter(merchant=merchant, status=Promoter.Status.PENDING).count()

@@ -1,0 +1,224 @@
+"""The merchant dashboards' pages, for merchant staff.
+
+Every page works on ``request.merchant``, one of the merchants the login is a member of (the
+one chosen with the switcher, or the oldest membership); every object (a program, an event,
+a promoter) is looked up through that merchant, so another merchant's answers 404. A login
+that is on no merchant's staff (a promoter's, say) gets 403 on every page.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from affiliate import services as tracking
+from affiliate.errors import ServiceValidationError
+from attribution.selectors import event_journey
+from promoters import services as promoter_services
+from promoters.approvals import promoter_reject
+
+from . import selectors as reads
+from .forms import ConversionFilterForm, ProgramSettingsForm, RangeForm
+
+SESSION_MERCHANT = "merchant_dashboard_merchant"
+audit = logging.getLogger("dashboards.audit")
+
+
+def merchant_page(view):
+    """Logged in and on a merchant's staff; sets ``request.merchant`` and
+    ``request.membership``. Never cached."""
+
+    @login_required
+    @never_cache
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        members = reads.memberships(request.user)
+        if not members:
+            return render(request, "merchant/not_staff.html", status=403)
+        chosen = request.session.get(SESSION_MERCHANT)
+        membership = next((m for m in members if m.merchant_id == chosen), members[0])
+        request.membership = membership
+        request.merchant = membership.merchant
+        request.merchant_memberships = members
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _actor(request) -> str:
+    return f"user:{request.user.pk} ({request.user.email or request.user.get_username()}) merchant:{request.merchant.pk}"
+
+
+def _range_form(request, programs):
+    """The page's program and range; another merchant's program is a 404."""
+    form = RangeForm(request.GET, programs=programs)
+    if not form.is_bound:
+        return form, programs[0], form.span(), 200
+    valid = form.is_valid()
+    if "program" in form.errors:
+        raise Http404
+    chosen = form.cleaned_data.get("program")
+    program = next((p for p in programs if p.pk == chosen), programs[0])
+    return form, program, form.span(), 200 if valid else 400
+
+
+def _no_programs(request):
+    return render(request, "merchant/no_programs.html")
+
+
+@require_POST
+@merchant_page
+def switch(request):
+    try:
+        wanted = int(request.POST.get("merchant", ""))
+    except ValueError:
+        raise Http404 from None
+    if wanted not in {m.merchant_id for m in request.merchant_memberships}:
+        raise Http404
+    request.session[SESSION_MERCHANT] = wanted
+    return redirect("merchant:dashboard")
+
+
+@require_GET
+@merchant_page
+def dashboard(request):
+    merchant = request.merchant
+    programs = reads.programs(merchant)
+    if not programs:
+        return _no_programs(request)
+    form, program, span, status = _range_form(request, programs)
+    kpis = reads.program_kpis(merchant, span, programs)
+    chart = reads.program_days(program)
+    context = {
+        "form": form, "program": program, "span": span, "kpis": kpis[program.pk],
+        "all_kpis": [kpis[p.pk] for p in programs], "chart": chart,
+        "chart_rows": list(zip(chart["days"], chart["clicks"], chart["purchases"], chart["revenue"], strict=True)),
+        "pending": reads.pending_count(merchant),
+    }
+    return render(request, "merchant/dashboard.html", context, status=status)
+
+
+@require_GET
+@merchant_page
+def top_promoters(request):
+    programs = reads.programs(request.merchant)
+    if not programs:
+        return _no_programs(request)
+    form, program, span, status = _range_form(request, programs)
+    context = {"form": form, "program": program, "span": span, "top": reads.top_promoters(program, span)}
+    return render(request, "merchant/top_promoters.html", context, status=status)
+
+
+@require_GET
+@merchant_page
+def channels(request):
+    programs = reads.programs(request.merchant)
+    if not programs:
+        return _no_programs(request)
+    form, program, span, status = _range_form(request, programs)
+    context = {"form": form, "program": program, "span": span, "channels": reads.channels(program, span)}
+    return render(request, "merchant/channels.html", context, status=status)
+
+
+@require_GET
+@merchant_page
+def conversions(request):
+    merchant = request.merchant
+    programs = reads.programs(merchant)
+    form = ConversionFilterForm(request.GET, programs=programs)
+    filters = reads.ConversionFilter()
+    status = 200
+    if form.is_bound:
+        if form.is_valid():
+            data = form.cleaned_data
+            filters = reads.ConversionFilter(program_id=data["program"], type=data["type"], search=data["q"])
+        elif "program" in form.errors:
+            raise Http404
+        else:
+            status = 400
+    paginator = Paginator(reads.conversions(merchant, filters), reads.CONVERSIONS_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "query": query.urlencode()}
+    return render(request, "merchant/conversions.html", context, status=status)
+
+
+@require_GET
+@merchant_page
+def conversion(request, event_id: int):
+    event = reads.conversion(request.merchant, event_id)
+    if event is None:
+        raise Http404
+    context = {"event": event, "journey": event_journey(event), "commissions": reads.event_commissions(event)}
+    return render(request, "merchant/conversion.html", context)
+
+
+@require_GET
+@merchant_page
+def programs(request):
+    return render(request, "merchant/programs.html", {"programs": reads.programs(request.merchant)})
+
+
+@require_http_methods(["GET", "POST"])
+@merchant_page
+def program_settings(request, program_id: int):
+    program = reads.program(request.merchant, program_id)
+    if program is None:
+        raise Http404
+    if request.method == "POST":
+        form = ProgramSettingsForm(request.POST)
+        if form.is_valid():
+            try:
+                tracking.program_update(program=program, **form.service_fields())
+            except ServiceValidationError as exc:
+                for field, problems in exc.fields.items():
+                    for problem in problems:
+                        form.add_error(field if field in form.fields else None, problem)
+            else:
+                audit.info("program %s settings changed by %s", program.pk, _actor(request))
+                messages.success(request, "The program's settings are saved. They apply to events received from now on.")
+                return redirect("merchant:program-settings", program_id=program.pk)
+        return render(request, "merchant/program_settings.html", {"program": program, "form": form}, status=400)
+    form = ProgramSettingsForm(initial=ProgramSettingsForm.initial_for(program))
+    return render(request, "merchant/program_settings.html", {"program": program, "form": form})
+
+
+@require_GET
+@merchant_page
+def approvals(request):
+    return render(request, "merchant/approvals.html", {"promoters": reads.pending_promoters(request.merchant)})
+
+
+@require_POST
+@merchant_page
+def approval_decide(request, promoter_id: int):
+    promoter = reads.pending_promoter(request.merchant, promoter_id)
+    if promoter is None:
+        raise Http404
+    action = request.POST.get("action")
+    try:
+        if action == "approve":
+            promoter = promoter_services.promoter_approve(promoter=promoter)
+            messages.success(request, f"{promoter.name} is approved: they earn on events received from now on.")
+        elif action == "reject":
+            promoter = promoter_reject(promoter=promoter)
+            messages.success(request, f"{promoter.name} is rejected: their account stays inactive.")
+        else:
+            messages.error(request, "Choose approve or reject.")
+            return redirect("merchant:approvals")
+    except ServiceValidationError as exc:
+        for problems in exc.fields.values():
+            for problem in problems:
+                messages.error(request, f"{promoter.name}: {problem}")
+        return redirect("merchant:approvals")
+    audit.info("promoter %s %sd by %s", promoter.pk, action, _actor(request))
+    return redirect("merchant:approvals")
