@@ -11,6 +11,8 @@ DEMO_NAME = "Demo Shop"
 DEMO_DOMAIN = "shop.example.com"
 DEMO_PROMOTER_EMAIL = "promoter@example.com"
 DEMO_PROMOTER_PASSWORD = "promoter"
+DEMO_STAFF_EMAIL = "merchant@example.com"
+DEMO_STAFF_PASSWORD = "merchant"
 
 
 class Command(BaseCommand):
@@ -59,6 +61,7 @@ class Command(BaseCommand):
             out(summary.as_text())
         api_key = services.merchant_rotate_api_key(merchant=merchant)
         demo_promoter = self._demo_promoter_login(merchant)
+        self._demo_staff_login(merchant)
 
         link = (
             ReferralLink.objects.filter(merchant=merchant, promoter__status="active").order_by("id").first()
@@ -72,6 +75,8 @@ class Command(BaseCommand):
             out(f"  Promoter portal        {base_url}/portal/  (email {DEMO_PROMOTER_EMAIL}, password "
                 f"{DEMO_PROMOTER_PASSWORD}: {demo_promoter.name})")
             out(f"  Invite link            {base_url}/join/{demo_promoter.referral_code}")
+        out(f"  Merchant dashboard     {base_url}/merchant/  (email {DEMO_STAFF_EMAIL}, password "
+            f"{DEMO_STAFF_PASSWORD}: {DEMO_NAME}'s owner)")
         if link is not None:
             out(f"  A referral link        {base_url}/r/{link.code}  (to {link.destination_url})")
         out(f"  Merchant API key       {api_key}  (new on every run; the previous one no longer works)")
@@ -105,3 +110,17 @@ class Command(BaseCommand):
             .annotate(team=Count("recruits")).order_by("-team", "id").first()
         )
         return None if promoter is None else promoter_login_set(promoter=promoter, user=user)
+
+    def _demo_staff_login(self, merchant):
+        """The login merchant@example.com (email verified), owner of the demo merchant, made once."""
+        from allauth.account.models import EmailAddress
+
+        from promoters.models import MerchantMember
+
+        User = get_user_model()
+        user = User.objects.filter(email=DEMO_STAFF_EMAIL).first()
+        if user is None:
+            user = User.objects.create_user("demo-merchant", DEMO_STAFF_EMAIL, DEMO_STAFF_PASSWORD)
+            EmailAddress.objects.create(user=user, email=DEMO_STAFF_EMAIL, primary=True, verified=True)
+        MerchantMember.objects.get_or_create(user=user, merchant=merchant, defaults={"role": MerchantMember.Role.OWNER})
+        return user
