@@ -5,7 +5,9 @@ level-1 override; when a new person (Pia) signs up through Sam's invite link, co
 email, logs in, makes a link, a visitor follows it to the shop and the shop's signed
 postback reports the visitor's purchase of 87.40; then Pia's open dashboard shows 8.74
 pending without a reload, her commissions list the sale, and Sam's team page shows a
-level-1 override of 4.37. Every page is saved as a screenshot under tests/artifacts/.
+level-1 override of 4.37; and the merchant's owner sees the sale in the merchant pages
+(87.40 of revenue, 13.11 of commissions, the conversion credited to Pia). Every page is
+saved as a screenshot under tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from django.core import mail
 
 from affiliate import services as tracking
 from promoters import services as promoters
+from promoters.models import MerchantMember
 
 PASSWORD = "Browser-test-passw0rd!"
 SHOP = "shop.example.com"
 AMOUNT = "87.40"
 DIRECT = "8.74"  # 10% first-purchase rate on the whole order (one click: all credit to Pia)
 OVERRIDE = "4.37"  # Sam's 5% level-1 override on Pia's 87.40
+BOTH = "13.11"  # what the order costs the merchant in commissions
 POLL_WAIT_MS = 12_000  # the dashboard polls every 5 s
 
 
@@ -94,24 +98,26 @@ def shop_world(transactional_db):
     user = get_user_model().objects.create_user(username="sam", email="sam@example.com", password=PASSWORD)
     EmailAddress.objects.create(user=user, email="sam@example.com", primary=True, verified=True)
     promoters.promoter_login_set(promoter=sam, user=user)
+    staff = get_user_model().objects.create_user(username="owner", email="owner@acme.example", password=PASSWORD)
+    EmailAddress.objects.create(user=staff, email="owner@acme.example", primary=True, verified=True)
+    MerchantMember.objects.create(user=staff, merchant=merchant, role=MerchantMember.Role.OWNER)
     return {"credentials": credentials, "program": program, "sam": sam}
 
 
-def log_in(page, base: str, email: str, shots: Shots | None = None, shot_name: str = "login"):
-    page.goto(f"{base}/accounts/login/")
+def log_in(page, base: str, email: str, shots: Shots | None = None, then: str = "/portal/"):
+    page.goto(f"{base}/accounts/login/?next={then}")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     if shots:
-        shots(page, shot_name)
+        shots(page, "login")
     page.get_by_role("button", name=re.compile("sign in|log in", re.I)).click()
-    page.wait_for_url(f"{base}/portal/")
+    page.wait_for_url(f"{base}{then}")
 
 
-def test_invite_signup_link_click_postback_commission_and_override(live_server, shop_world, settings, artifacts, browser):
+def test_invite_signup_link_click_postback_commission_and_override(live_server, shop_world, artifacts, browser):
     # `browser` comes last: the data is written before Playwright opens its loop (see conftest).
-    # The live server speaks plain http: cookies marked Secure would not come back.
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
+    from playwright.sync_api import expect  # here: without Playwright the module must still import (and skip)
+
     base = live_server.url
     shots = Shots(artifacts)
     sam = shop_world["sam"]
@@ -209,8 +215,6 @@ def test_invite_signup_link_click_postback_commission_and_override(live_server, 
     # Pia's open dashboard shows the money within seconds, without a reload.
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
-    from playwright.sync_api import expect
-
     expect(pending).to_have_text(DIRECT, timeout=POLL_WAIT_MS)
     expect(page.locator('[data-field="totals.earned"]')).to_have_text(DIRECT)
     expect(page.locator('[data-field="totals.clicks"]')).to_have_text("1")
@@ -258,3 +262,44 @@ def test_invite_signup_link_click_postback_commission_and_override(live_server, 
     expect(sam_page.locator('[data-field="balance.pending"]')).to_have_text(OVERRIDE)
     shots(sam_page, "dashboard-sponsor")
     sam_context.close()
+
+    # The merchant's owner sees the sale in the merchant pages: the conversion's journey
+    # credits Pia with the whole order, and it made both commissions.
+    owner_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    owner_context.set_default_timeout(10_000)
+    owner = owner_context.new_page()
+    log_in(owner, base, "owner@acme.example", then="/merchant/")
+    expect(owner.get_by_role("heading", level=1)).to_have_text("Partners: overview")
+    expect(owner.locator('[data-kpi="clicks"]')).to_have_text("1")
+    expect(owner.locator('[data-kpi="purchases"]')).to_have_text("1")
+    expect(owner.locator('[data-kpi="revenue"]')).to_have_text(AMOUNT)
+    expect(owner.locator('[data-kpi="pending"]')).to_have_text(BOTH)
+    shots(owner, "merchant-overview")
+    owner.get_by_role("link", name="Top promoters", exact=True).click()
+    pia_row = owner.locator("tbody tr").filter(has_text="Pia Newcomer").first
+    expect(pia_row).to_contain_text(AMOUNT)
+    shots(owner, "merchant-top-promoters")
+    owner.get_by_role("link", name="Channels", exact=True).click()
+    expect(owner.locator("main")).to_contain_text("blog")
+    shots(owner, "merchant-channels")
+    owner.get_by_role("link", name="Conversions", exact=True).click()
+    shots(owner, "merchant-conversions")
+    owner.get_by_role("link", name=f"#{body['id']}", exact=True).click()
+    owner.wait_for_url(f"{base}/merchant/conversions/{body['id']}/")
+    credits = owner.locator("section", has=owner.locator("h2#credits")).locator("tbody tr")
+    expect(credits).to_have_count(1)
+    expect(credits.locator("th")).to_have_text("Pia Newcomer")
+    expect(credits.locator("td").nth(1)).to_have_text(AMOUNT)
+    made = owner.locator("section", has=owner.locator("h2#commissions")).locator("tbody tr")
+    expect(made).to_have_count(2)
+    expect(made.filter(has_text="Pia Newcomer")).to_contain_text(f"{DIRECT} USD")
+    expect(made.filter(has_text="Sam Sponsor")).to_contain_text(f"{OVERRIDE} USD")
+    shots(owner, "merchant-conversion")
+    owner.get_by_role("link", name="Programs", exact=True).click()
+    shots(owner, "merchant-programs")
+    owner.get_by_role("link", name="Settings of Partners").click()
+    owner.wait_for_url(re.compile(r"/merchant/programs/\d+/settings/$"))
+    shots(owner, "merchant-program-settings")
+    owner.get_by_role("link", name="Approvals", exact=True).click()
+    shots(owner, "merchant-approvals")
+    owner_context.close()
