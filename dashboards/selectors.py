@@ -146,15 +146,16 @@ def _finish_kpis(row: dict) -> dict:
 def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -> dict[int, dict]:
     """``{program id: kpis}`` for each of the merchant's programs over the range: three
     queries (clicks, credits, commissions), grouped by program."""
-    rows = {p.pk: _empty_kpis(p) for p in program_list}
+    rows = {p.pk: _empty_kpis(p) for p in program_list if p.merchant_id == merchant.pk}
+    ids = list(rows)  # by program, so that the (program, time) indexes serve every query
     for program_id, n in (
-        Click.objects.filter(_clicks_in(span), merchant=merchant)
+        Click.objects.filter(_clicks_in(span), program_id__in=ids)
         .values("program_id").annotate(n=Count("id")).values_list("program_id", "n")
     ):
         if program_id in rows:
             rows[program_id]["clicks"] = n
     for program_id, kind, n, revenue in (
-        Credit.objects.filter(_events_in(span), event__merchant=merchant)
+        Credit.objects.filter(_events_in(span), event__program_id__in=ids)
         .values("event__program_id", "event__type")
         .annotate(n=Count("event_id", distinct=True), revenue=Sum("revenue_minor"))
         .values_list("event__program_id", "event__type", "n", "revenue")
@@ -168,7 +169,7 @@ def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -
         elif kind == REGISTRATION:
             row["registrations"] = n
     for program_id, status, total in (
-        Commission.objects.filter(_events_in(span), merchant=merchant)
+        Commission.objects.filter(_events_in(span), program_id__in=ids)
         .values("program_id", "status").annotate(total=Sum("amount_minor"))
         .values_list("program_id", "status", "total")
     ):
@@ -340,8 +341,8 @@ class ConversionFilter:
 
 
 def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter()):
-    """The merchant's events, newest first (a queryset: page it), with the customer's id and
-    how many promoters were credited."""
+    """The merchant's events, newest first, with their customer and program (a queryset:
+    page it, then ask ``promoters_credited`` about the page)."""
     qs = ConversionEvent.objects.filter(merchant=merchant)
     if filters.program_id:
         qs = qs.filter(program_id=filters.program_id)
@@ -355,12 +356,19 @@ def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter
         qs = qs.filter(match)
     return (
         qs.select_related("customer", "program")
-        .annotate(promoters=Count("credits"))
         .order_by("-occurred_at", "-id")
         .only(
             "id", "type", "stage", "status", "amount_minor", "currency", "order_id", "occurred_at",
             "customer__external_id", "program__name", "program__currency",
         )
+    )
+
+
+def promoters_credited(event_ids) -> dict[int, int]:
+    """``{event id: how many promoters were credited}`` for a page of events: one query."""
+    return dict(
+        Credit.objects.filter(event_id__in=list(event_ids)).values("event_id").annotate(n=Count("id"))
+        .values_list("event_id", "n")
     )
 
 
@@ -389,7 +397,7 @@ def pending_promoters(merchant: Merchant, *, limit: int = PENDING_LIMIT) -> list
     )
 
 
-def pending_promoter(merchant: Merchant, promoter_id: int) -> Promoter | None:
+def merchant_promoter(merchant: Merchant, promoter_id: int) -> Promoter | None:
     return Promoter.objects.filter(merchant=merchant, pk=promoter_id).select_related("merchant").first()
 
 

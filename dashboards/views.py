@@ -146,9 +146,11 @@ def conversions(request):
             status = 400
     paginator = Paginator(reads.conversions(merchant, filters), reads.CONVERSIONS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
+    credited = reads.promoters_credited(e.pk for e in page.object_list)
+    rows = [{"e": e, "promoters": credited.get(e.pk, 0)} for e in page.object_list]
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode()}
+    context = {"form": form, "page": page, "rows": rows, "query": query.urlencode()}
     return render(request, "merchant/conversions.html", context, status=status)
 
 
@@ -201,7 +203,7 @@ def approvals(request):
 @require_POST
 @merchant_page
 def approval_decide(request, promoter_id: int):
-    promoter = reads.pending_promoter(request.merchant, promoter_id)
+    promoter = reads.merchant_promoter(request.merchant, promoter_id)
     if promoter is None:
         raise Http404
     action = request.POST.get("action")

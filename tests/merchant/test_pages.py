@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from affiliate.models import Program
+from affiliate.models import Click, Program
 from promoters import services as promoter_services
 from promoters.models import Promoter
 from tests.portal.conftest import make_login
@@ -47,9 +47,12 @@ def test_conversions_list_and_the_attribution_explorer(world):
     assert f"/merchant/conversions/{world.o2['id']}/" in page
     page = text(world.client.get("/merchant/conversions/", {"q": "o2", "type": "purchase"}))
     assert f"#{world.o2['id']}<" in page and f"#{world.o1['id']}<" not in page
+    assert '<td class="num">200.00 USD</td><td class="num">2</td></tr>' in page  # two promoters credited
     page = text(world.client.get(f"/merchant/conversions/{world.o2['id']}/"))
     # Three touchpoints: Olly's youtube 0.60 / 120.00, Pia's blog 0, Pia's youtube 0.40 / 80.00.
     assert page.count("<td>youtube</td>") == 2 and page.count("<td>blog</td>") == 1
+    first_touch = Click.objects.filter(link=world.olly_yt).earliest("created_at").created_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"<tr><td>1</td><td>{first_touch}</td><th scope=\"row\">Olly</th><td>youtube</td>" in page
     assert "0.60" in page and "120.00" in page and "0.40" in page and "80.00" in page
     assert "12.00 USD" in page and "8.00 USD" in page and "4.00 USD" in page
     page = text(world.client.get(f"/merchant/conversions/{world.refund['id']}/"))
