@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
+from django.db.models import Q
 
 from payouts import services
 from payouts.audit import audit_ledger
@@ -126,3 +128,35 @@ def test_reversing_more_than_a_commission_is_caught(busy):
     code, output = run()
     assert code == 1
     assert f"DIFFERENCE commission {reversal.reverses_id} is reversed by" in output
+
+
+@pytest.mark.skipif(not settings.IS_POSTGRES, reason="the comparison in SQL is PostgreSQL's")
+@pytest.mark.postgres
+def test_the_accounts_compared_in_sql_give_what_python_gives(busy, django_capture_on_commit_callbacks):
+    """Checks 2 and 3 on PostgreSQL are compared by the database: the same differences, in
+    the same order, as the comparison in Python, for the whole ledger and for a merchant."""
+    from payouts.audit import AuditReport, _check_accounts, _check_accounts_in_sql
+
+    other = World(django_capture_on_commit_callbacks, hold_days=400)
+    o = other.promoter("O")
+    other.send(type="purchase", customer_id="x1", order_id="x1", amount="10.00", click_id=other.journey((o, at(1))), occurred_at=at(2))
+    assert Commission.objects.filter(promoter=o).exists()
+    entry = Entry.objects.filter(account__kind="pending").order_by("id").first()
+    Entry.objects.filter(pk=entry.pk).update(amount_minor=entry.amount_minor + 1)
+    for account in Account.objects.filter(kind="available").exclude(balance_minor=0)[:2]:
+        Account.objects.filter(pk=account.pk).update(balance_minor=account.balance_minor + 500)
+    Account.objects.filter(kind="expense").update(balance_minor=123)  # summed on demand: never a difference
+    for pending in Commission.objects.filter(status="pending").order_by("-id")[:3]:
+        Commission.objects.filter(pk=pending.pk).update(status="approved")
+    Commission.objects.filter(promoter=o).update(status="paid")
+    found = {}
+    for merchant_id in (None, busy.merchant.pk, other.merchant.pk):
+        scope = Q(merchant_id=merchant_id) if merchant_id else Q()
+        in_python, in_sql = AuditReport(), AuditReport()
+        _check_accounts(in_python, scope, lambda line: None)
+        _check_accounts_in_sql(in_sql, merchant_id, lambda line: None)
+        assert in_sql.differences == in_python.differences
+        assert in_sql.accounts == in_python.accounts == Account.objects.filter(scope).count()
+        found[merchant_id] = len(in_sql.differences)
+    assert found[None] == found[busy.merchant.pk] + found[other.merchant.pk]
+    assert found[busy.merchant.pk] >= 6 and found[other.merchant.pk] == 2
