@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from affiliate import money
 from affiliate.models import ConversionEvent, Merchant, Program
 
 from . import plans, services
-from .audit import audit_ledger
+from .audit import AuditReport, audit_commissions, audit_ledger
 from .batches import batch_build
 from .models import Account, Commission, Entry, MonthClose, PayoutLine, Statement
 from .statements import LedgerMismatch, month_bounds, statements_write_all
@@ -101,7 +101,10 @@ def close_month(*, merchant: Merchant, period: str, now=None, progress: Callable
         alongside.finish(commit=True)
         for line in alongside.lines:
             say(line)
-        say(f"  (written alongside in {alongside.seconds:.1f} s; waited {time.monotonic() - waited:.1f} s for them)")
+        say(
+            f"  (written alongside in {alongside.seconds:.1f} s, then the reconciliation's figures of the month in "
+            f"{alongside.facts_seconds:.1f} s; waited {time.monotonic() - waited:.1f} s for them)"
+        )
         result.statements_written = alongside.written
         if alongside.mismatch is not None:
             mismatches.append(str(alongside.mismatch))
@@ -115,7 +118,9 @@ def close_month(*, merchant: Merchant, period: str, now=None, progress: Callable
 
     say("reconciling events, commissions, ledger and payouts")
     with _roomy():
-        result.report = reconciliation(merchant=merchant, period=period, extra=mismatches)
+        result.report = reconciliation(
+            merchant=merchant, period=period, extra=mismatches, facts=alongside.facts if alongside is not None else None
+        )
     try:
         with transaction.atomic():
             MonthClose.objects.create(merchant=merchant, period=period, report=result.report)
@@ -147,7 +152,8 @@ class StatementsAlongside:
         self.merchant_id, self.period = merchant_id, period
         self.lines: list[str] = []
         self.written = 0
-        self.seconds = 0.0
+        self.seconds = self.facts_seconds = 0.0
+        self.facts: MonthFacts | None = None
         self.mismatch: LedgerMismatch | None = None
         self._failure: BaseException | None = None
         self._commit = False
@@ -160,15 +166,25 @@ class StatementsAlongside:
         try:
             try:
                 with _roomy():
-                    written = statements_write_all(merchant_id=self.merchant_id, period=self.period, progress=self.lines.append)
+                    # One core: the batch has the other (no parallel workers taken from it).
+                    with transaction.get_connection().cursor() as cursor:
+                        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                    written = 0
+                    try:
+                        with transaction.atomic():
+                            written = statements_write_all(
+                                merchant_id=self.merchant_id, period=self.period, progress=self.lines.append
+                            )
+                    except LedgerMismatch as exc:  # nothing written
+                        self.mismatch = exc
                     self.seconds = time.monotonic() - started
+                    # Then what the reconciliation reads that nothing the close writes changes.
+                    self.facts = month_facts(merchant_id=self.merchant_id, period=self.period)
+                    self.facts_seconds = time.monotonic() - started - self.seconds
                     self._decided.wait()
                     if not self._commit:
                         raise _RollBack
                 self.written = written
-            except LedgerMismatch as exc:  # nothing written
-                self.seconds = time.monotonic() - started
-                self.mismatch = exc
             except _RollBack:
                 pass
         except BaseException as exc:  # handed to the close in finish()
@@ -197,14 +213,24 @@ def _roomy():
         yield
 
 
-def reconciliation(*, merchant: Merchant, period: str, extra=()) -> dict:
-    """Events vs commissions vs ledger vs payouts for the month, every difference named."""
+@dataclass
+class MonthFacts:
+    """What the reconciliation reads that nothing the close writes can change, so that it
+    may be read alongside the batch: the month's commissions (how many, their sum) and what
+    their creation journals put on promoters' accounts (once the month has ended, its
+    commissions and their journals are all written: every one is stamped with the time it
+    is written), and the commissions' own checks of the audit (the close writes no
+    commission and no commission's journal)."""
+
+    commission_count: int
+    commission_total: int
+    ledger_total: int
+    commissions_checked: AuditReport
+
+
+def month_facts(*, merchant_id: int, period: str) -> MonthFacts:
     start, end = month_bounds(period)
-    month = Q(created_at__gte=start, created_at__lt=end)
-    events = ConversionEvent.objects.filter(merchant=merchant, occurred_at__gte=start, occurred_at__lt=end)
-    queued = events.filter(status=ConversionEvent.Status.QUEUED).count()
-    commissions = Commission.objects.filter(Q(merchant=merchant) & month)
-    commission_total = commissions.aggregate(total=Sum("amount_minor"))["total"] or 0
+    commissions = Commission.objects.filter(merchant_id=merchant_id, created_at__gte=start, created_at__lt=end)
     # What the month's commissions put on promoters' accounts: their creation journals.
     ledger_total = (
         Entry.objects.filter(
@@ -213,9 +239,25 @@ def reconciliation(*, merchant: Merchant, period: str, extra=()) -> dict:
         ).aggregate(total=Sum("amount_minor"))["total"]
         or 0
     )
+    return MonthFacts(
+        commission_count=commissions.count(),
+        commission_total=commissions.aggregate(total=Sum("amount_minor"))["total"] or 0,
+        ledger_total=ledger_total,
+        commissions_checked=audit_commissions(merchant_id=merchant_id),
+    )
+
+
+def reconciliation(*, merchant: Merchant, period: str, extra=(), facts: MonthFacts | None = None) -> dict:
+    """Events vs commissions vs ledger vs payouts for the month, every difference named.
+    ``facts``: ``month_facts``, read alongside the batch (or here when not given)."""
+    start, end = month_bounds(period)
+    events = ConversionEvent.objects.filter(merchant=merchant, occurred_at__gte=start, occurred_at__lt=end)
+    queued = events.filter(status=ConversionEvent.Status.QUEUED).count()
+    facts = facts or month_facts(merchant_id=merchant.pk, period=period)
+    commission_total, ledger_total = facts.commission_total, facts.ledger_total
     lines = PayoutLine.objects.filter(batch__merchant=merchant, batch__period=period)
     # The ledger-wide checks; the event-by-event recomputation is audit_ledger's (nightly).
-    audit = audit_ledger(merchant_id=merchant.pk, recompute=False)
+    audit = audit_ledger(merchant_id=merchant.pk, recompute=False, commissions_checked=facts.commissions_checked)
     differences = list(audit.differences) + list(extra)
     if queued:
         differences.append(f"{queued} event(s) of {period} are still queued: not yet computed")
@@ -232,7 +274,7 @@ def reconciliation(*, merchant: Merchant, period: str, extra=()) -> dict:
         "events": {"received": events.count(), "queued": queued,
                    "purchases_minor": events.filter(type="purchase").aggregate(t=Sum("amount_minor"))["t"] or 0,
                    "refunds_minor": events.filter(type="refund").aggregate(t=Sum("amount_minor"))["t"] or 0},
-        "commissions": {"count": commissions.count(), "total_minor": commission_total},
+        "commissions": {"count": facts.commission_count, "total_minor": commission_total},
         "ledger": {"commission_entries_minor": ledger_total, "balances_minor": balances},
         "payouts": {"lines": lines.count(), "total_minor": lines.aggregate(t=Sum("amount_minor"))["t"] or 0},
         "statements": Statement.objects.filter(promoter__merchant=merchant, period=period).count(),

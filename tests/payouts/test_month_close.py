@@ -18,7 +18,7 @@ from django.db import connection
 from affiliate import services as affiliate_services
 from payouts import batches, exports
 from payouts.audit import audit_ledger
-from payouts.closing import close_month
+from payouts.closing import close_month, reconciliation
 from payouts.models import (
     Adjustment,
     Commission,
@@ -290,6 +290,10 @@ def test_outside_a_transaction_the_statements_are_written_alongside_the_batch(se
         assert frozen.figures == statement_figures(frozen.promoter, SEPT)["minor"]
     assert Statement.objects.get(promoter=p).figures["closing"] == 8000
     assert (result.approved, result.lines, result.payable_minor) == (5, 1, {"USD": 8000})
+    # The figures read alongside the batch are those read after it.
+    assert any("the reconciliation's figures of the month" in line for line in lines)
+    assert result.report == reconciliation(merchant=w.merchant, period=SEPT)
+    assert result.report["commissions"] == {"count": Commission.objects.count(), "total_minor": 10000 + 5000 + 1000 - 3000}
     assert audit_ledger().clean
     again = close(w, when="2026-10-16T03:00:00Z")
     assert again.already_closed and Statement.objects.count() == 3
