@@ -57,7 +57,7 @@ PHASES = [
     ("plans (guaranteed minimum, bonus)", "applying payout plans"),
     ("batch: approve what is due + claim it, lock lines", "payout batch"),
     ("approve the rest (promoters without a line)", "approving the other commissions"),
-    ("statements", "writing statements"),
+    ("statements (alongside the batch: the wait for them)", "writing statements"),
     ("reconciliation (with the ledger-wide audit)", "reconciling events"),
 ]
 
@@ -107,27 +107,36 @@ _CLK = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_cpu_seconds(pid: int) -> float:
+    return _proc_cpu_and_start(pid)[0]
+
+
+def _proc_cpu_and_start(pid: int) -> tuple[float, int]:
+    """(utime + stime in seconds, start time in ticks: with the pid, names the process)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK  # utime + stime
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / _CLK, int(fields[19])
 
 
-def _backends(database: str) -> list[int]:
-    """PostgreSQL backends connected to our database (other databases are other work)."""
-    pids = []
+def _backends(database: str) -> tuple[list[int], list[int]]:
+    """PostgreSQL backends connected to our database (other databases are other work), and
+    the parallel workers of those backends (their title names the backend, not the database)."""
+    pids, titles = [], {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() != "postgres":
                     continue
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                titles[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if f" {database} " in title:
-                pids.append(int(entry.name))
-    return pids
+    pids = [pid for pid, title in titles.items() if f" {database} " in title]
+    workers = [
+        pid for pid, title in titles.items()
+        if any(title.rstrip().endswith(f"parallel worker for PID {backend}") for backend in pids)
+    ]
+    return pids, workers
 
 
 def _system_busy() -> tuple[float, float]:
@@ -152,26 +161,36 @@ def wait_for_quiet(limit_seconds: float, busy_percent: float = 15.0) -> float:
 
 
 class BackendMeter(threading.Thread):
-    """Samples the CPU seconds of our database's backends while the close runs (a backend's
-    last fraction of a second before it exits is not seen)."""
+    """Samples the CPU seconds of our database's backends and of their parallel workers
+    while the close runs (every 0.2 s: the last fraction of a second of a process before it
+    exits is not seen)."""
 
     def __init__(self, database: str):
         super().__init__(daemon=True)
-        self.database, self.seen, self.done = database, {}, threading.Event()
+        self.database, self.seen, self.workers, self.done = database, {}, {}, threading.Event()
         self.start_busy = _system_busy()
 
     def run(self) -> None:
         while not self.done.is_set():
-            for pid in _backends(self.database):
+            backends, workers = _backends(self.database)
+            for pid in backends:
                 self.seen.setdefault(pid, [_proc_cpu_seconds(pid), 0.0])[1] = _proc_cpu_seconds(pid)
+            for pid in workers:  # born for one query: all of its CPU is ours
+                cpu, started = _proc_cpu_and_start(pid)
+                if started:
+                    self.workers[(pid, started)] = cpu
             self.done.wait(0.2)
 
-    def stop(self) -> tuple[float, float]:
-        """(CPU seconds of our backends, CPU seconds used by the whole machine)."""
+    def stop(self) -> tuple[float, float, int, float]:
+        """(CPU seconds of our backends, how many there were, CPU seconds of their parallel
+        workers, CPU seconds used by the whole machine)."""
         self.done.set()
         self.join()
         busy1, _ = _system_busy()
-        return sum(last - first for first, last in self.seen.values()), busy1 - self.start_busy[0]
+        return (
+            sum(last - first for first, last in self.seen.values()), len(self.seen), sum(self.workers.values()),
+            busy1 - self.start_busy[0],
+        )
 
 
 # --- Database -------------------------------------------------------------------------
@@ -557,7 +576,7 @@ def run_close(env: dict, database: str) -> dict:
         log(f"    [{lines[-1][0]:7.2f} s] {lines[-1][1].strip()}")
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
-    backend_cpu, machine_cpu = meter.stop()
+    backend_cpu, backends, workers_cpu, machine_cpu = meter.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join()
     phases: dict[str, float] = {}
@@ -571,7 +590,14 @@ def run_close(env: dict, database: str) -> dict:
         phases[name] = end - begin
     if marks:
         phases["start-up (Django, before the first line)"] = marks[0][1]
+    # "(written alongside in X s, then the reconciliation's figures of the month in Y s; ...)"
+    alongside = next((text for _, text in lines if "written alongside in" in text), None)
+    alongside_s = None
+    if alongside is not None:
+        words = alongside.replace(",", " ").replace(";", " ").split()
+        alongside_s = {"statements": float(words[words.index("in") + 1]), "figures": float(words[words.index("month") + 2])}
     return {
+        "alongside_s": alongside_s,
         "returncode": proc.returncode,
         "wall_s": wall,
         "phases_s": phases,
@@ -581,9 +607,11 @@ def run_close(env: dict, database: str) -> dict:
         "cpu_user_s": usage.ru_utime,
         "cpu_sys_s": usage.ru_stime,
         "backend_cpu_s": backend_cpu,
+        "backends": backends,
+        "parallel_workers_cpu_s": workers_cpu,
         # CPU the rest of the machine used meanwhile (other people's work, PostgreSQL's own
         # background processes, the kernel), in cores on average.
-        "other_cores": max(0.0, machine_cpu - usage.ru_utime - usage.ru_stime - backend_cpu) / wall,
+        "other_cores": max(0.0, machine_cpu - usage.ru_utime - usage.ru_stime - backend_cpu - workers_cpu) / wall,
     }
 
 
@@ -707,9 +735,13 @@ def main() -> int:
     for name, seconds in first["phases_s"].items():
         print(f"  {name:<50} {seconds:>8.1f}")
     print(f"  {'total wall time (subprocess)':<50} {first['wall_s']:>8.1f}")
+    if first["alongside_s"]:
+        print(f"  on the second connection, alongside the plans and the batch: statements {first['alongside_s']['statements']:.1f} s, "
+              f"then the reconciliation's figures of the month {first['alongside_s']['figures']:.1f} s")
     print(f"  peak memory (maxrss of the close_month process): {first['maxrss_mb']:.0f} MB")
-    print(f"  CPU: close_month process {first['cpu_user_s'] + first['cpu_sys_s']:.1f} s, its PostgreSQL backend "
-          f"{first['backend_cpu_s']:.1f} s; other work on the machine meanwhile: {first['other_cores']:.2f} cores on average "
+    print(f"  CPU: close_month process {first['cpu_user_s'] + first['cpu_sys_s']:.1f} s, its PostgreSQL backends "
+          f"({first['backends']}) {first['backend_cpu_s']:.1f} s and their parallel workers {first['parallel_workers_cpu_s']:.1f} s; "
+          f"other work on the machine meanwhile: {first['other_cores']:.2f} cores on average "
           f"({first['busy_before_percent']:.0f}% busy just before)")
     p0, p1, p2 = before, first["picture"], second["picture"]
     approved = p1["commissions"].get("approved", 0) - p0["commissions"].get("approved", 0)
