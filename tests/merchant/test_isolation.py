@@ -5,6 +5,7 @@ every page, and nobody logged out gets past the login page."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.test import Client
 
 from affiliate.models import Program
@@ -79,6 +80,7 @@ def test_another_merchants_objects_are_404_and_nothing_changes(world, theirs):
         else:
             assert theirs["client"].get(url).status_code == 404, name
     assert Promoter.objects.get(name="Ann").status == "pending"
+    assert not LogEntry.objects.exists()
 
 
 def test_another_merchants_program_as_a_filter_is_404(world, theirs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from affiliate.models import Click, Program
 from promoters import services as promoter_services
@@ -75,6 +76,14 @@ def test_program_settings_are_saved_through_the_service(world):
             program.tier_rates, program.hold_days, program.compress_inactive) == (
         "last_click", 45, 250, "0.120000", ["0.05", "0.02", "0.01"], 14, False,
     )
+    # The audit trail: the admin's history of the program names the login and the changes.
+    entry = LogEntry.objects.get()
+    assert (entry.user_id, entry.object_id, entry.object_repr) == (world.staff.pk, str(program.pk), str(program))
+    assert entry.change_message == (
+        "Settings changed: attribution_model mixed → last_click; lookback_days 30 → 45; registration_bounty 0.00 → 2.50; "
+        "first_purchase_rate 0.10 → 0.12; tier_rates 0.05, 0.03 → 0.05, 0.02, 0.01; hold_days 30 → 14 "
+        "(merchant dashboard, Worked Example Shop staff)"
+    )
 
 
 def test_approvals_list_approve_and_reject(world):
@@ -90,6 +99,9 @@ def test_approvals_list_approve_and_reject(world):
     assert world.client.post(f"/merchant/approvals/{bob.pk}/", {"action": "reject"}).status_code == 302
     assert dict(Promoter.objects.filter(pk__in=[ann.pk, bob.pk]).values_list("name", "status")) == {"Ann": "active", "Bob": "inactive"}
     assert "Nobody is waiting." in text(world.client.get("/merchant/approvals/"))
+    assert sorted((e.object_repr.split(" <")[0], e.change_message.split(" (")[0], e.user_id) for e in LogEntry.objects.all()) == [
+        ("Ann", "Approved to join", world.staff.pk), ("Bob", "Rejected: not approved to join", world.staff.pk),
+    ]
     # A second decision on someone no longer pending changes nothing.
     response = world.client.post(f"/merchant/approvals/{bob.pk}/", {"action": "approve"}, follow=True)
     assert "Only a promoter awaiting approval can be approved." in text(response)
@@ -97,3 +109,4 @@ def test_approvals_list_approve_and_reject(world):
     response = world.client.post(f"/merchant/approvals/{ann.pk}/", {"action": "reject"}, follow=True)
     assert "Only a promoter awaiting approval can be rejected." in text(response)
     assert Promoter.objects.get(pk=ann.pk).status == "active"
+    assert LogEntry.objects.count() == 2  # refused decisions leave no trail

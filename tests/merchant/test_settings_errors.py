@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from affiliate.models import Program
 
@@ -43,6 +44,7 @@ def test_a_refused_change_writes_nothing_and_names_the_field(world, changes, fie
     error_at = page.index(f'id="id_{field}_error"')
     assert message in page[error_at:error_at + 300]
     assert Program.objects.values().get(pk=world.program.pk) == before
+    assert not LogEntry.objects.exists()
 
 
 def test_the_valid_form_unchanged_saves_the_same_terms(world):
