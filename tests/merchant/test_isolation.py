@@ -67,6 +67,7 @@ def test_another_merchants_objects_are_404_and_nothing_changes(world, theirs):
         if name != "approval-decide":
             assert theirs["client"].get(url).status_code == 200, name  # their own staff opens them
             assert world.client.get(url).status_code == 404, name
+    assert b"Not processed yet" in theirs["client"].get(urls["theirs"]["conversion"]).content  # queued: no worker ran
     settings = urls["theirs"]["program-settings"]
     assert world.client.post(settings, {"name": "Hijacked", "currency": "EUR"}).status_code == 404
     for action in ("approve", "reject"):
