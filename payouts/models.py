@@ -77,6 +77,8 @@ class Commission(models.Model):
         ]
         indexes = [
             models.Index(fields=["promoter", "status"], name="commission_promoter_status"),
+            # The portal: a promoter's commissions newest first, and their last 30 days.
+            models.Index(fields=["promoter", "created_at", "id"], name="commission_promoter_time"),
             # What approve_due looks for: the pending ones (a month-end approves them all).
             models.Index(fields=["status", "available_at"], condition=Q(status="pending"), name="commission_due"),
             models.Index(fields=["merchant", "created_at"], name="commission_merchant_time"),
