@@ -219,16 +219,16 @@ def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_D
 
 def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dict:
     """The program's promoters with the most attributed revenue and with the most
-    commissions over the range, each with clicks, purchases, conversion rate, revenue and
+    commissions over the range (more than nothing), each with clicks, purchases, conversion rate, revenue and
     commissions. Six queries: the two rankings, then the figures of the few promoters named."""
     by_revenue = list(
         Credit.objects.filter(_events_in(span), event__program=p)
-        .values("promoter_id").annotate(total=Sum("revenue_minor"))
+        .values("promoter_id").annotate(total=Sum("revenue_minor")).filter(total__gt=0)
         .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
     )
     by_commissions = list(
         Commission.objects.filter(_events_in(span), program=p)
-        .values("promoter_id").annotate(total=Sum("amount_minor"))
+        .values("promoter_id").annotate(total=Sum("amount_minor")).filter(total__gt=0)
         .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
     )
     ids = set(by_revenue) | set(by_commissions)

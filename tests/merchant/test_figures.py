@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from dashboards import selectors
 from payouts.models import Commission
+from tests.merchant.world import recent
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +44,6 @@ def test_program_kpis_over_the_last_30_days(world):
 
 def test_a_range_counts_clicks_by_their_day_and_conversions_by_the_events(world):
     today = selectors.Range.last_days(1).until
-    from datetime import timedelta
-
     # Days 9 to 6 ago: o2 and its clicks (8.5, 8.3, 8.2 days ago), not o1 (10) nor the refund (5).
     span = selectors.Range(today - timedelta(days=9), today - timedelta(days=6))
     kpis = selectors.program_kpis(world.merchant, span, [world.program])[world.program.pk]
@@ -98,6 +98,16 @@ def test_channels_compared(world):
     assert (result["revenue_total"], result["commissions_total"], result["clicks_total"]) == (
         Decimal("270.00"), Decimal("34.50"), 7,
     )
+
+
+def test_top_promoters_leave_out_who_brought_no_money(world):
+    zoe = world.w.promoter("Zoe")
+    click = world.click(world.link(zoe, "tiktok"), 1.5)
+    world.w.send(type="registration", customer_id="c3", click_id=click.id.hex, occurred_at=recent(1))
+    # Zoe is credited with a registration (no revenue, and no bounty in this program).
+    top = selectors.top_promoters(world.program, selectors.Range.last_days(30))
+    assert [r["name"] for r in top["by_revenue"]] == ["Pia", "Olly"]
+    assert [r["name"] for r in top["by_commissions"]] == ["Pia", "Olly", "Sam"]
 
 
 def test_cost_per_conversion_rounds_half_up_to_the_cent():
