@@ -188,6 +188,13 @@ def array_literal(values) -> str:
     """A PostgreSQL array literal (``'{1,2,3}'``, ``'{"a b","c"}'``) for ints or strings, to
     be cast in the query (``%s::bigint[]``). psycopg adapts a long Python list element by
     element; a month-end passes lists of a few hundred thousand."""
+    values = list(values)
+    try:  # ints only (the usual case): joined at C speed
+        return "{" + ",".join(map(int.__repr__, values)) + "}"
+    except TypeError:
+        pass
+    quoted: dict = {}  # a month-end's strings repeat (currencies, kinds, memos)
+
     def element(value) -> str:
         if value is None:
             return "NULL"
@@ -195,7 +202,7 @@ def array_literal(values) -> str:
             return str(value)
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    return "{" + ",".join(map(element, values)) + "}"
+    return "{" + ",".join([quoted[v] if v in quoted else quoted.setdefault(v, element(v)) for v in values]) + "}"
 
 
 class Move(NamedTuple):
