@@ -44,16 +44,13 @@ def policy_for(program) -> PayoutPolicy:
     return policy
 
 
+SNAPSHOT_FIELDS = ("kind", "paypal_email", "account_holder", "iban", "bic")
+
+
 def method_snapshot(method: PayoutMethod | None) -> dict:
     if method is None:
         return {"kind": "manual"}
-    return {
-        "kind": method.kind,
-        "paypal_email": method.paypal_email,
-        "account_holder": method.account_holder,
-        "iban": method.iban,
-        "bic": method.bic,
-    }
+    return {name: getattr(method, name) for name in SNAPSHOT_FIELDS}
 
 
 @dataclass
@@ -115,14 +112,14 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
     }
     if not eligible:
         return BatchResult(None, 0, 0, False)
-    methods = _of_promoters(
-        PayoutMethod.objects.filter(promoter__merchant_id=merchant.pk), "promoter_id", "kind", "paypal_email",
-        "account_holder", "iban", "bic", ids=eligible,
-    )
     batch = PayoutBatch.objects.create(merchant=merchant, currency=currency, period=period)
-    snapshots = {pid: method_snapshot(PayoutMethod(promoter_id=pid, **methods[pid]) if pid in methods else None) for pid in eligible}
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
+        methods = _of_promoters(
+            PayoutMethod.objects.filter(promoter__merchant_id=merchant.pk), "promoter_id", "kind", "paypal_email",
+            "account_holder", "iban", "bic", ids=eligible,
+        )
+        snapshots = {pid: method_snapshot(PayoutMethod(promoter_id=pid, **methods[pid]) if pid in methods else None) for pid in eligible}
         PayoutLine.objects.bulk_create(
             [
                 PayoutLine(batch=batch, promoter_id=pid, amount_minor=total, currency=currency, method=snapshots[pid])
@@ -131,19 +128,23 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
             batch_size=5000,
         )
     else:
-        # A month-end's hundred thousand lines in one statement, not as model instances; then
-        # statistics for them: without, the planner guesses a handful and walks a month-end's
-        # million commissions promoter by promoter, in random order, instead of reading them once.
-        table = connection.ops.quote_name(PayoutLine._meta.db_table)
+        # A month-end's hundred thousand lines in one statement, not as model instances, each
+        # with its promoter's payout method as method_snapshot writes it; then statistics for
+        # them: without, the planner guesses a handful and walks a month-end's million
+        # commissions promoter by promoter, in random order, instead of reading them once.
+        table, methods = (connection.ops.quote_name(model._meta.db_table) for model in (PayoutLine, PayoutMethod))
+        snapshot = ", ".join(f"'{name}', m.{connection.ops.quote_name(name)}" for name in SNAPSHOT_FIELDS)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} (batch_id, promoter_id, amount_minor, currency, method, status, failure_reason) "
-                f"SELECT %s, l.promoter_id, l.amount_minor, %s, l.method, %s, '' "
-                f"FROM unnest(%s::bigint[], %s::bigint[], %s::jsonb[]) WITH ORDINALITY AS l(promoter_id, amount_minor, method, n) "
+                f"SELECT %s, l.promoter_id, l.amount_minor, %s, "
+                f"CASE WHEN m.id IS NULL THEN %s::jsonb ELSE jsonb_build_object({snapshot}) END, %s, '' "
+                f"FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS l(promoter_id, amount_minor, n) "
+                f"LEFT JOIN {methods} m ON m.promoter_id = l.promoter_id "
                 f"ORDER BY l.n",
                 [
-                    batch.pk, currency, PayoutLine.Status.PENDING, ledger.array_literal(eligible),
-                    ledger.array_literal(eligible.values()), ledger.array_literal(json.dumps(snapshots[pid]) for pid in eligible),
+                    batch.pk, currency, json.dumps(method_snapshot(None)), PayoutLine.Status.PENDING,
+                    ledger.array_literal(eligible), ledger.array_literal(eligible.values()),
                 ],
             )
             cursor.execute(f"ANALYZE {table}")

@@ -90,6 +90,22 @@ def test_the_close_approves_what_is_due_with_the_batch_that_claims_it(september,
     assert audit_ledger().clean
 
 
+def test_each_line_keeps_its_promoters_payout_method_as_it_was(september):
+    from payouts.batches import method_snapshot
+    from payouts.methods import payout_method_set
+
+    w, p, s, g = september
+    method = payout_method_set(
+        promoter=p, kind="bank", changed_by="x", account_holder='Anna "Q" Müller \\', iban="DE89370400440532013000",
+    )
+    with time_machine.travel("2026-10-15T03:00:00Z", tick=True):
+        close_month(merchant=w.merchant, period=SEPT)
+    payout_method_set(promoter=p, kind="paypal", changed_by="x", paypal_email="later@example.com")
+    lines = {line.promoter_id: line.method for line in PayoutLine.objects.all()}
+    assert lines == {p.pk: method_snapshot(method), s.pk: {"kind": "manual"}}
+    assert lines[p.pk]["account_holder"] == 'Anna "Q" Müller \\' and lines[p.pk]["kind"] == "bank"
+
+
 def test_post_moves_writes_what_post_writes(september):
     """Accounts created when missing, one journal a move in order, source then target, a
     zero move a journal without entries, memos kept as they are."""
