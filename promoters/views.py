@@ -37,6 +37,7 @@ from .models import Promoter
 
 SESSION_PROMOTER = "portal_promoter"
 COMMISSIONS_PER_PAGE = 50
+TEAM_MEMBERS_PER_PAGE = 100
 PAYOUT_KINDS = [
     ("paypal", "PayPal"),
     ("bank", "Bank transfer (IBAN)"),
@@ -253,6 +254,22 @@ def link_qr(request, code: str):
     return response
 
 
+class TwoEndedPaginator(Paginator):
+    """Pages past the middle are read from the other end (the oldest first, then turned
+    round): an offset never walks more than half of the rows, so the last page of 100,000
+    commissions costs what the first does."""
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = min(bottom + self.per_page, self.count)
+        if bottom <= self.count // 2 or not self.object_list.ordered:
+            return super().page(number)
+        rows = list(self.object_list.reverse()[self.count - top : self.count - bottom])
+        rows.reverse()
+        return self._get_page(rows, number, self)
+
+
 def _commission_filters(request) -> tuple[CommissionFilterForm, reads.CommissionFilter]:
     form = CommissionFilterForm(request.GET or None)
     if form.is_bound and form.is_valid():
@@ -277,7 +294,9 @@ def commissions(request):
     promoter = request.promoter
     form, filters = _commission_filters(request)
     status = 400 if form.is_bound and not form.is_valid() else 200
-    paginator = Paginator(reads.commissions(promoter, filters), COMMISSIONS_PER_PAGE)
+    totals = reads.commission_totals(promoter, filters)
+    paginator = TwoEndedPaginator(reads.commissions(promoter, filters), COMMISSIONS_PER_PAGE)
+    paginator.count = totals["count"]  # counted with the totals: one pass over the rows, not two
     page = paginator.get_page(request.GET.get("page"))
     rows = [
         {"c": c, "label": _commission_label(c), "amount": money.format_minor(c.amount_minor, c.currency)}
@@ -286,7 +305,7 @@ def commissions(request):
     query = request.GET.copy()
     query.pop("page", None)
     context = {
-        "form": form, "page": page, "rows": rows, "totals": reads.commission_totals(promoter, filters),
+        "form": form, "page": page, "rows": rows, "totals": totals,
         "query": query.urlencode(),
     }
     return render(request, "portal/commissions.html", context, status=status)
@@ -339,9 +358,13 @@ def team(request):
             "earned": totals.get(level, {}).get("total", zero),
             "commissions": totals.get(level, {}).get("count", 0),
         })
+    # The tree is listed a page at a time: a 2,000-member list is too long to render
+    # quickly, and to read on a phone.
+    page = Paginator(members, TEAM_MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
-        "members": members, "levels": levels, "currency": promoter.program.currency,
-        "invite_url": invite_url(request, promoter), "truncated": len(members) >= selectors.MAX_TEAM_MEMBERS,
+        "members": page.object_list, "page": page, "member_count": len(members), "levels": levels,
+        "currency": promoter.program.currency, "invite_url": invite_url(request, promoter),
+        "truncated": len(members) >= selectors.MAX_TEAM_MEMBERS,
     }
     return render(request, "portal/team.html", context)
 
