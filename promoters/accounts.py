@@ -6,12 +6,24 @@ from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.forms import SignupForm
 from django import forms
 from django.db import transaction
+from django.urls import reverse
 
 from . import services
-from .models import Promoter
+from .models import MerchantMember, Promoter
 
 
 class AccountAdapter(DefaultAccountAdapter):
+    def get_login_redirect_url(self, request) -> str:
+        """Merchant staff who promote nothing land on the merchant pages, not on an empty portal."""
+        user = request.user
+        if (
+            user.is_authenticated
+            and not Promoter.objects.filter(user=user).exists()
+            and MerchantMember.objects.filter(user=user).exists()
+        ):
+            return reverse("merchant:dashboard")
+        return super().get_login_redirect_url(request)
+
     def confirm_email(self, request, email_address) -> bool:
         """A verified email also opens the portal of promoters the merchant created for it."""
         verified = super().confirm_email(request, email_address)

@@ -169,6 +169,20 @@ def test_log_in_and_log_out(promoter):
     assert (response.status_code, response["Location"]) == (302, "/accounts/login/?next=/portal/")
 
 
+def test_merchant_staff_land_on_the_merchant_pages_and_a_promoter_on_the_portal(promoter, merchant):
+    from promoters.models import MerchantMember
+
+    staff = make_login("owner@example.com")
+    MerchantMember.objects.create(user=staff, merchant=merchant, role=MerchantMember.Role.OWNER)
+    response = Client().post("/accounts/login/", {"login": "owner@example.com", "password": PASSWORD})
+    assert (response.status_code, response["Location"]) == (302, "/merchant/")
+    # Someone who is both a promoter and merchant staff lands on the portal.
+    both = make_login("anna@example.com", promoter=promoter)
+    MerchantMember.objects.create(user=both, merchant=merchant)
+    response = Client().post("/accounts/login/", {"login": "anna@example.com", "password": PASSWORD})
+    assert (response.status_code, response["Location"]) == (302, "/portal/")
+
+
 def test_failed_logins_are_rate_limited(promoter, settings):
     make_login("anna@example.com", promoter=promoter)
     client = Client()
