@@ -483,11 +483,11 @@ def measure(args, env: dict, loaded: dict) -> list[dict]:
     results = []
     try:
         wait_for_port(args.port, proc)
-        ours = [proc.pid, *children(proc.pid)]
         for who, label, path, group in listing:
             n = args.downloads if group == "download" else args.n
             for _ in range(args.warmup if group != "download" else 1):
                 fetch(args.port, path, cookies[who])
+            ours = [proc.pid, *children(proc.pid)]  # the master binds before it forks: ask each time
             # Our CPU: gunicorn's processes, this process, and our database's backends
             # (sampled while they live: Django reconnects after CONN_MAX_AGE).
             meter = BackendMeter(args.db_name)
