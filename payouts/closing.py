@@ -166,9 +166,12 @@ class StatementsAlongside:
         try:
             try:
                 with _roomy():
-                    # One core: the batch has the other (no parallel workers taken from it).
                     with transaction.get_connection().cursor() as cursor:
+                        # One core: the batch has the other (no parallel workers taken from it).
                         cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                        # The statements' foreign keys checked as they are inserted, here, not
+                        # when the close commits them.
+                        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                     written = 0
                     try:
                         with transaction.atomic():
