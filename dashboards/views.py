@@ -24,7 +24,6 @@ from affiliate import services as tracking
 from affiliate.errors import ServiceValidationError
 from attribution.selectors import event_journey
 from promoters import services as promoter_services
-from promoters.approvals import promoter_reject
 
 from . import selectors as reads
 from .forms import ConversionFilterForm, ProgramSettingsForm, RangeForm
@@ -218,7 +217,7 @@ def approval_decide(request, promoter_id: int):
     if promoter is None:
         raise Http404
     action = request.POST.get("action")
-    decide = {"approve": promoter_services.promoter_approve, "reject": promoter_reject}.get(action)
+    decide = {"approve": promoter_services.promoter_approve, "reject": promoter_services.promoter_reject}.get(action)
     if decide is None:
         messages.error(request, "Choose approve or reject.")
         return redirect("merchant:approvals")

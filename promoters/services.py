@@ -204,15 +204,26 @@ def promoter_join(*, sponsor: Promoter, user, name: str) -> Promoter:
         raise
 
 
+def _decide_pending(promoter: Promoter, *, status: str, verb: str) -> Promoter:
+    promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
+    if promoter.status != Promoter.Status.PENDING:
+        raise ServiceValidationError({"status": [f"Only a promoter awaiting approval can be {verb}."]})
+    promoter.status = status
+    promoter.save(update_fields=["status", "updated_at"])
+    return promoter
+
+
 @transaction.atomic
 def promoter_approve(*, promoter: Promoter) -> Promoter:
     """A promoter awaiting approval becomes active; they earn on events received from now on."""
-    promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
-    if promoter.status != Promoter.Status.PENDING:
-        raise ServiceValidationError({"status": ["Only a promoter awaiting approval can be approved."]})
-    promoter.status = Promoter.Status.ACTIVE
-    promoter.save(update_fields=["status", "updated_at"])
-    return promoter
+    return _decide_pending(promoter, status=Promoter.Status.ACTIVE, verb="approved")
+
+
+@transaction.atomic
+def promoter_reject(*, promoter: Promoter) -> Promoter:
+    """A promoter awaiting approval becomes inactive (refused): they keep their login and
+    see their portal, and earn nothing."""
+    return _decide_pending(promoter, status=Promoter.Status.INACTIVE, verb="rejected")
 
 
 @transaction.atomic
