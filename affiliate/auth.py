@@ -21,24 +21,35 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-class MerchantPrincipal:
-    """What ``request.user`` is on the merchant API: the merchant, authenticated by key."""
+class KeyPrincipal:
+    """What ``request.user`` is on an API authenticated by a key: the key's owner."""
 
     is_authenticated = True
     is_anonymous = False
     is_active = True
     is_staff = False
+    kind = "key"
 
-    def __init__(self, merchant: Merchant):
-        self.merchant = merchant
-        self.pk = merchant.pk
+    def __init__(self, owner):
+        self.pk = owner.pk
 
     def __str__(self) -> str:
-        return f"merchant:{self.merchant.pk}"
+        return f"{self.kind}:{self.pk}"
 
 
-class MerchantKeyAuthentication(authentication.BaseAuthentication):
+class MerchantPrincipal(KeyPrincipal):
+    kind = "merchant"
+
+    def __init__(self, merchant: Merchant):
+        super().__init__(merchant)
+        self.merchant = merchant
+
+
+class BearerKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <key>``; subclasses look the key up (``principal_for``)."""
+
     keyword = "Bearer"
+    key_name = "api key"
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1")
@@ -46,15 +57,23 @@ class MerchantKeyAuthentication(authentication.BaseAuthentication):
             return None
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
-            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <api key>'.")
-        # A lookup by digest compares digests, not the secret, so its timing tells nothing.
-        merchant = Merchant.objects.filter(api_key_hash=digest(parts[1])).first()
-        if merchant is None:
-            raise exceptions.AuthenticationFailed("The API key is not valid.")
-        return MerchantPrincipal(merchant), parts[1]
+            raise exceptions.AuthenticationFailed(f"Send the header as 'Authorization: Bearer <{self.key_name}>'.")
+        return self.principal_for(parts[1]), parts[1]
+
+    def principal_for(self, key: str):
+        raise NotImplementedError
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+class MerchantKeyAuthentication(BearerKeyAuthentication):
+    def principal_for(self, key: str) -> MerchantPrincipal:
+        # A lookup by digest compares digests, not the secret, so its timing tells nothing.
+        merchant = Merchant.objects.filter(api_key_hash=digest(key)).first()
+        if merchant is None:
+            raise exceptions.AuthenticationFailed("The API key is not valid.")
+        return MerchantPrincipal(merchant)
 
 
 class IsMerchant(permissions.BasePermission):

@@ -7,12 +7,13 @@ from __future__ import annotations
 from django_filters import rest_framework as filters
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import authentication, exceptions, generics, permissions, serializers
+from rest_framework import exceptions, generics, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from affiliate import money
 from affiliate.api_common import errors
+from affiliate.auth import BearerKeyAuthentication, KeyPrincipal
 from payouts.models import Commission
 from payouts.selectors import promoter_balance
 
@@ -21,44 +22,29 @@ from .models import Promoter, PromoterApiToken
 from .services import PROMOTER_KEY_PREFIX, promoter_key_digest
 
 
-class PromoterPrincipal:
+class PromoterPrincipal(KeyPrincipal):
     """``request.user`` on the promoter API: the promoter, authenticated by their key."""
 
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-    is_staff = False
+    kind = "promoter"
 
     def __init__(self, promoter: Promoter):
+        super().__init__(promoter)
         self.promoter = promoter
-        self.pk = promoter.pk
-
-    def __str__(self) -> str:
-        return f"promoter:{self.promoter.pk}"
 
 
-class PromoterKeyAuthentication(authentication.BaseAuthentication):
-    keyword = "Bearer"
+class PromoterKeyAuthentication(BearerKeyAuthentication):
+    key_name = "promoter key"
 
-    def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
-        parts = header.split()
-        if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
-            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <promoter key>'.")
-        if not parts[1].startswith(PROMOTER_KEY_PREFIX):
+    def principal_for(self, key: str) -> PromoterPrincipal:
+        if not key.startswith(PROMOTER_KEY_PREFIX):
             raise exceptions.AuthenticationFailed("This API takes a promoter key, made in the promoter portal.")
         token = (
             PromoterApiToken.objects.select_related("promoter__program")
-            .filter(key_hash=promoter_key_digest(parts[1])).first()
+            .filter(key_hash=promoter_key_digest(key)).first()
         )
         if token is None:
             raise exceptions.AuthenticationFailed("The promoter key is not valid.")
-        return PromoterPrincipal(token.promoter), parts[1]
-
-    def authenticate_header(self, request):
-        return self.keyword
+        return PromoterPrincipal(token.promoter)
 
 
 class IsPromoter(permissions.BasePermission):
