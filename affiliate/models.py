@@ -314,6 +314,8 @@ class ConversionEvent(models.Model):
             models.Index(fields=["status", "received_at"], name="event_status_received"),
             models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
             models.Index(fields=["program", "occurred_at"], name="event_program_time"),
+            # The merchant's conversions list, newest first: read in order, not sorted.
+            models.Index(fields=["merchant", "occurred_at", "id"], name="event_merchant_time"),
         ]
 
     def __str__(self) -> str:

@@ -169,7 +169,9 @@ def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -
         elif kind == REGISTRATION:
             row["registrations"] = n
     for program_id, status, total in (
-        Commission.objects.filter(_events_in(span), program_id__in=ids)
+        # The events' program too (a commission's program is its event's): so the events of
+        # the range are found by event_program_time, not by scanning every commission.
+        Commission.objects.filter(_events_in(span), program_id__in=ids, event__program_id__in=ids)
         .values("program_id", "status").annotate(total=Sum("amount_minor"))
         .values_list("program_id", "status", "total")
     ):
@@ -227,7 +229,7 @@ def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dic
         .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
     )
     by_commissions = list(
-        Commission.objects.filter(_events_in(span), program=p)
+        Commission.objects.filter(_events_in(span), program=p, event__program=p)
         .values("promoter_id").annotate(total=Sum("amount_minor")).filter(total__gt=0)
         .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
     )
@@ -249,7 +251,7 @@ def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dic
         ):
             figures[pk].update(purchases=n, revenue_minor=total or 0)
         for pk, total in (
-            Commission.objects.filter(_events_in(span), program=p, promoter_id__in=ids)
+            Commission.objects.filter(_events_in(span), program=p, event__program=p, promoter_id__in=ids)
             .values("promoter_id").annotate(total=Sum("amount_minor")).values_list("promoter_id", "total")
         ):
             figures[pk]["commissions_minor"] = total or 0
@@ -304,7 +306,7 @@ def channels(p: Program, span: Range) -> dict:
         r["conversions"] += n
         r["revenue_minor"] += total or 0
     for name, total in (
-        Commission.objects.filter(_events_in(span), program=p)
+        Commission.objects.filter(_events_in(span), program=p, event__program=p)
         .annotate(channel=_last_channel("source_promoter_id")).values("channel")
         .annotate(total=Sum("amount_minor")).values_list("channel", "total")
     ):
