@@ -79,6 +79,12 @@ class Commission(models.Model):
             models.Index(fields=["promoter", "status"], name="commission_promoter_status"),
             # The portal: a promoter's commissions newest first, and their last 30 days.
             models.Index(fields=["promoter", "created_at", "id"], name="commission_promoter_time"),
+            # The team page: a promoter's overrides summed by level, from the index alone (the
+            # overrides and their reversals only: a promoter's own sales are not in it).
+            models.Index(
+                fields=["promoter", "level"], include=["currency", "kind", "amount_minor"], condition=Q(level__gte=1),
+                name="commission_promoter_level",
+            ),
             # What approve_due looks for: the pending ones (a month-end approves them all).
             models.Index(fields=["status", "available_at"], condition=Q(status="pending"), name="commission_due"),
             models.Index(fields=["merchant", "created_at"], name="commission_merchant_time"),

@@ -163,9 +163,10 @@ def override_totals(promoter: Promoter) -> dict[int, dict]:
     """What the promoter earned from each level of their team (overrides net of reversals),
     ``{level: {"total", "count"}}``: totals only, never a team member's own commissions."""
     currency = promoter.program.currency
+    # Count("level"), not the id (never null either): commission_promoter_level alone answers.
     rows = (
         Commission.objects.filter(promoter=promoter, currency=currency, level__gte=1)
-        .values("level").annotate(total=Sum("amount_minor"), n=Count("id", filter=~Q(kind=Commission.Kind.REVERSAL)))
+        .values("level").annotate(total=Sum("amount_minor"), n=Count("level", filter=~Q(kind=Commission.Kind.REVERSAL)))
         .order_by("level")
     )
     return {r["level"]: {"total": money.format_minor(r["total"] or 0, currency), "count": r["n"]} for r in rows}
