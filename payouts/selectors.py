@@ -21,6 +21,11 @@ def promoter_balance(promoter: Promoter) -> dict[str, str]:
     balances = dict(
         Account.objects.filter(promoter=promoter, currency=currency).values_list("kind", "balance_minor")
     )
+    return balance_from(balances, currency)
+
+
+def balance_from(balances: dict[str, int], currency: str) -> dict[str, str]:
+    """What ``promoter_balance`` answers, from ``{account kind: balance_minor}`` already read."""
     # Money locked in a payout line not yet confirmed is still approved and unpaid: available.
     available = balances.get("available", 0) + balances.get("processing", 0)
     return {

@@ -10,36 +10,111 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, Q, Sum
+from django.core.cache import cache
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from affiliate import money
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Credit
-from payouts.models import Commission, PayoutLine, PayoutMethod, Statement
-from payouts.selectors import promoter_balance
+from payouts.models import Account, Commission, Entry, PayoutLine, PayoutMethod, Statement
+from payouts.selectors import balance_from
 
 from .models import Promoter, PromoterApiToken
 
 CHART_DAYS = 30
+# The dashboard's day series are kept this long at most (seconds), and only as long as
+# nothing new reached the promoter (see _dashboard_state): a safety net for what the state
+# cannot see: a click recorded late with an older time than the newest one, or a
+# registration without a bounty credited to an older event than the newest credited.
+SERIES_TTL = 30
 
 
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
+def _dashboard_state(promoter: Promoter, currency: str) -> tuple[dict[str, int], tuple]:
+    """The promoter's balances, and what changes whenever something reaches their dashboard:
+    the ledger's last entry on their accounts (every commission, reversal, approval or
+    payment posts one), their newest click and their newest credited event. One query, each
+    figure one step down an index (entry_account, click_promoter_time, credit_promoter_event)."""
+    rows = list(
+        Account.objects.filter(promoter=promoter, currency=currency)
+        .annotate(
+            last_entry=Subquery(Entry.objects.filter(account_id=OuterRef("pk")).order_by("-id").values("id")[:1]),
+            last_click=Subquery(Click.objects.filter(promoter=promoter).order_by("-created_at").values("created_at")[:1]),
+            last_credit=Subquery(Credit.objects.filter(promoter=promoter).order_by("-event_id").values("event_id")[:1]),
+        )
+        .values_list("kind", "balance_minor", "last_entry", "last_click", "last_credit")
+    )
+    balances = {kind: balance for kind, balance, *_ in rows}
+    if not rows:  # no account yet: nothing was ever posted; clicks and credits may exist
+        row = Promoter.objects.filter(pk=promoter.pk).annotate(
+            last_click=Subquery(Click.objects.filter(promoter=promoter).order_by("-created_at").values("created_at")[:1]),
+            last_credit=Subquery(Credit.objects.filter(promoter=promoter).order_by("-event_id").values("event_id")[:1]),
+        ).values_list("last_click", "last_credit").first() or (None, None)
+        return balances, (None, *row)
+    last_entry = max((r[2] for r in rows if r[2] is not None), default=None)
+    return balances, (last_entry, rows[0][3], rows[0][4])
+
+
 def dashboard(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
     """The last ``days`` days (today included, UTC): clicks, registrations and purchases
     attributed to the promoter, the conversion rate (purchases per click), what they earned
-    each day, and the pending / available / paid balances. Five queries."""
+    each day, and the pending / available / paid balances.
+
+    The page polls it every few seconds: the day series (three aggregates over the period)
+    are cached per promoter under what changes when anything reaches the promoter (a sale's
+    commission posts to the ledger, a click, a credit), so that a poll with nothing new runs
+    one small query, and a sale shows at the next poll. Two queries then, five otherwise."""
     now = now or timezone.now()
     today = timezone.localdate(now)
+    currency = promoter.program.currency
+    balances, state = _dashboard_state(promoter, currency)
+    key = f"portal:dashboard:{promoter.pk}:{currency}:{today.isoformat()}:{days}:" + ":".join(
+        "" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v)) for v in state
+    )
+    series = cache.get(key)
+    if series is None:
+        series = _dashboard_series(promoter, today=today, days=days, currency=currency)
+        cache.set(key, series, SERIES_TTL)
+    clicks, registrations, purchases, earned = series["clicks"], series["registrations"], series["purchases"], series["earned"]
+    first = today - timedelta(days=days - 1)
+    labels = [first + timedelta(days=i) for i in range(days)]
+
+    total_clicks, total_purchases = sum(clicks), sum(purchases)
+    rate = None
+    if total_clicks:
+        rate = f"{(100 * total_purchases / total_clicks):.1f}%"
+    return {
+        "currency": currency,
+        "status": promoter.status,
+        "balance": balance_from(balances, currency),
+        "totals": {
+            "clicks": total_clicks,
+            "registrations": sum(registrations),
+            "purchases": total_purchases,
+            "conversion_rate": rate,
+            "earned": money.format_minor(sum(earned), currency),
+        },
+        "days": [d.isoformat() for d in labels],
+        "series": {
+            "clicks": clicks,
+            "registrations": registrations,
+            "purchases": purchases,
+            "earned": [money.format_minor(m, currency) for m in earned],
+        },
+        "updated_at": now.isoformat(),
+    }
+
+
+def _dashboard_series(promoter: Promoter, *, today: date, days: int, currency: str) -> dict[str, list[int]]:
+    """The day series of ``dashboard``: three aggregates over the period."""
     first = today - timedelta(days=days - 1)
     since = _day_start(first)
-    labels = [first + timedelta(days=i) for i in range(days)]
-    index = {day: i for i, day in enumerate(labels)}
-    currency = promoter.program.currency
+    index = {first + timedelta(days=i): i for i in range(days)}
 
     clicks = [0] * days
     for day, n in (
@@ -74,31 +149,7 @@ def dashboard(promoter: Promoter, *, now: datetime | None = None, days: int = CH
     ):
         if day in index:
             earned[index[day]] = total or 0
-
-    total_clicks, total_purchases = sum(clicks), sum(purchases)
-    rate = None
-    if total_clicks:
-        rate = f"{(100 * total_purchases / total_clicks):.1f}%"
-    return {
-        "currency": currency,
-        "status": promoter.status,
-        "balance": promoter_balance(promoter),
-        "totals": {
-            "clicks": total_clicks,
-            "registrations": sum(registrations),
-            "purchases": total_purchases,
-            "conversion_rate": rate,
-            "earned": money.format_minor(sum(earned), currency),
-        },
-        "days": [d.isoformat() for d in labels],
-        "series": {
-            "clicks": clicks,
-            "registrations": registrations,
-            "purchases": purchases,
-            "earned": [money.format_minor(m, currency) for m in earned],
-        },
-        "updated_at": now.isoformat(),
-    }
+    return {"clicks": clicks, "registrations": registrations, "purchases": purchases, "earned": earned}
 
 
 # --- Links ------------------------------------------------------------------------------
