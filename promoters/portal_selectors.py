@@ -68,7 +68,7 @@ def dashboard(promoter: Promoter, *, now: datetime | None = None, days: int = CH
     The page polls it every few seconds: the day series (three aggregates over the period)
     are cached per promoter under what changes when anything reaches the promoter (a sale's
     commission posts to the ledger, a click, a credit), so that a poll with nothing new runs
-    one small query, and a sale shows at the next poll. Two queries then, five otherwise."""
+    one small query, and a sale shows at the next poll. One query then, four otherwise."""
     now = now or timezone.now()
     today = timezone.localdate(now)
     currency = promoter.program.currency
