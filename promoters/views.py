@@ -222,6 +222,13 @@ def _link_or_404(request, code: str):
     return link
 
 
+def _link_url(request, link) -> tuple[SubIdForm, str]:
+    """The sub-id form read from the query, and the link's tracking URL with the valid sub-ids."""
+    subs = SubIdForm(request.GET or None)
+    values = subs.cleaned_data if subs.is_bound and subs.is_valid() else {}
+    return subs, tracking_url(request, link.code, {k: values.get(k, "") for k in SUB_IDS})
+
+
 def _qr_svg(url: str) -> str:
     return segno.make(url, error="m").svg_inline(
         scale=1, omitsize=True, border=4, svgclass="qr", lineclass=None, title="QR code of the link",
@@ -232,9 +239,7 @@ def _qr_svg(url: str) -> str:
 @portal_page
 def link_detail(request, code: str):
     link = _link_or_404(request, code)
-    subs = SubIdForm(request.GET or None)
-    values = subs.cleaned_data if subs.is_bound and subs.is_valid() else {}
-    url = tracking_url(request, link.code, {k: values.get(k, "") for k in SUB_IDS})
+    subs, url = _link_url(request, link)
     context = {"link": link, "url": url, "subs": subs, "qr_svg": _qr_svg(url), "qr_query": request.GET.urlencode()}
     return render(request, "portal/link_detail.html", context)
 
@@ -243,9 +248,7 @@ def link_detail(request, code: str):
 @portal_page
 def link_qr(request, code: str):
     link = _link_or_404(request, code)
-    subs = SubIdForm(request.GET or None)
-    values = subs.cleaned_data if subs.is_bound and subs.is_valid() else {}
-    url = tracking_url(request, link.code, {k: values.get(k, "") for k in SUB_IDS})
+    _, url = _link_url(request, link)
     out = io.BytesIO()
     segno.make(url, error="m").save(out, kind="svg", scale=8, border=4, title=url)
     svg = out.getvalue()
