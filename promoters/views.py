@@ -77,6 +77,14 @@ def invite_url(request, promoter: Promoter) -> str:
     return request.build_absolute_uri(reverse("join", args=[promoter.referral_code]))
 
 
+def _add_service_errors(form, exc: ServiceValidationError, *, on_fields: bool = False) -> None:
+    """A service's refusal shown on the form: on the field it names when ``on_fields`` and
+    the form has it, else above the form."""
+    for field, problems in exc.fields.items():
+        for problem in problems:
+            form.add_error(field if on_fields and field in form.fields else None, problem)
+
+
 # --- Joining through an invite link -----------------------------------------------------
 
 
@@ -104,9 +112,7 @@ class JoinView(SignupView):
         try:
             return super().form_valid(form)
         except ServiceValidationError as exc:
-            for problems in exc.fields.values():
-                for problem in problems:
-                    form.add_error(None, problem)
+            _add_service_errors(form, exc)
             return self.form_invalid(form)
 
     def get_context_data(self, **kwargs):
@@ -127,9 +133,7 @@ def join_logged_in(request, sponsor: Promoter):
         try:
             promoter = services.promoter_join(sponsor=sponsor, user=request.user, name=form.cleaned_data["name"])
         except ServiceValidationError as exc:
-            for problems in exc.fields.values():
-                for problem in problems:
-                    form.add_error(None, problem)
+            _add_service_errors(form, exc)
         else:
             request.session[SESSION_PROMOTER] = promoter.pk
             if promoter.status == Promoter.Status.PENDING:
@@ -197,9 +201,7 @@ def links(request):
                     channel=form.cleaned_data["channel"],
                 )
             except ServiceValidationError as exc:
-                for field, problems in exc.fields.items():
-                    for problem in problems:
-                        form.add_error(field if field in form.fields else None, problem)
+                _add_service_errors(form, exc, on_fields=True)
             else:
                 messages.success(request, "Your link is ready: copy it or add sub-ids below.")
                 return redirect("portal:link", code=link.code)
