@@ -93,45 +93,50 @@ def switch(request):
     return redirect("merchant:dashboard")
 
 
+def _range_page(request, template: str, figures):
+    """A page of one program over a range of days: ``figures(programs, program, span)`` gives
+    the context beyond the form; a merchant without programs gets the page that says so."""
+    programs = reads.programs(request.merchant)
+    if not programs:
+        return _no_programs(request)
+    form, program, span, status = _range_form(request, programs)
+    context = {"form": form, "program": program, "span": span, **figures(programs, program, span)}
+    return render(request, template, context, status=status)
+
+
 @require_GET
 @merchant_page
 def dashboard(request):
     merchant = request.merchant
-    programs = reads.programs(merchant)
-    if not programs:
-        return _no_programs(request)
-    form, program, span, status = _range_form(request, programs)
-    kpis = reads.program_kpis(merchant, span, programs)
-    chart = reads.program_days(program)
-    context = {
-        "form": form, "program": program, "span": span, "kpis": kpis[program.pk],
-        "all_kpis": [kpis[p.pk] for p in programs], "chart": chart,
-        "chart_rows": list(zip(chart["days"], chart["clicks"], chart["purchases"], chart["revenue"], strict=True)),
-        "pending": reads.pending_count(merchant),
-    }
-    return render(request, "merchant/dashboard.html", context, status=status)
+
+    def figures(programs, program, span):
+        kpis = reads.program_kpis(merchant, span, programs)
+        chart = reads.program_days(program)
+        return {
+            "kpis": kpis[program.pk], "all_kpis": [kpis[p.pk] for p in programs], "chart": chart,
+            "chart_rows": list(zip(chart["days"], chart["clicks"], chart["purchases"], chart["revenue"], strict=True)),
+            "pending": reads.pending_count(merchant),
+        }
+
+    return _range_page(request, "merchant/dashboard.html", figures)
 
 
 @require_GET
 @merchant_page
 def top_promoters(request):
-    programs = reads.programs(request.merchant)
-    if not programs:
-        return _no_programs(request)
-    form, program, span, status = _range_form(request, programs)
-    context = {"form": form, "program": program, "span": span, "top": reads.top_promoters(program, span)}
-    return render(request, "merchant/top_promoters.html", context, status=status)
+    return _range_page(
+        request, "merchant/top_promoters.html",
+        lambda programs, program, span: {"top": reads.top_promoters(program, span)},
+    )
 
 
 @require_GET
 @merchant_page
 def channels(request):
-    programs = reads.programs(request.merchant)
-    if not programs:
-        return _no_programs(request)
-    form, program, span, status = _range_form(request, programs)
-    context = {"form": form, "program": program, "span": span, "channels": reads.channels(program, span)}
-    return render(request, "merchant/channels.html", context, status=status)
+    return _range_page(
+        request, "merchant/channels.html",
+        lambda programs, program, span: {"channels": reads.channels(program, span)},
+    )
 
 
 @require_GET
