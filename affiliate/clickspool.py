@@ -94,7 +94,6 @@ class Spool:
         self._lock = threading.Lock()
         self._pid = None
         self._fd = None
-        self._path = None
         self._seq = 0
         self._written = 0  # lines in the open segment
         self._thread = None
@@ -140,7 +139,7 @@ class Spool:
         except BaseException:
             os.close(fd)
             raise
-        self._fd, self._path, self._written = fd, path, 0
+        self._fd, self._written = fd, 0
 
     def rotate(self) -> bool:
         """Close the open segment if it holds clicks; the next click opens a new one."""
@@ -344,12 +343,13 @@ def record(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Spool one click for the redirect; return its id and its visitor's id."""
     from .models import uuid7
-    from .services import _text, hash_ip
+    from .services import click_browser_fields
 
     new_visitor = visitor_id is None
     if new_visitor:
         visitor_id = uuid.uuid4()
     click_id = uuid7()
+    browser = click_browser_fields(ip=ip, user_agent=user_agent, referrer=referrer, subs=subs)
     spool().append(
         [
             click_id.hex,
@@ -360,14 +360,7 @@ def record(
             target.program_id,
             target.promoter_id,
             time.time_ns() // 1000,
-            _text(user_agent, 512),
-            _text(referrer, 1024),
-            hash_ip(ip),
-            _text(subs.get("sub1"), 255),
-            _text(subs.get("sub2"), 255),
-            _text(subs.get("sub3"), 255),
-            _text(subs.get("sub4"), 255),
-            _text(subs.get("sub5"), 255),
+            *browser.values(),  # user_agent, referrer, ip_hash, sub1..sub5: FIELDS' order
             target.duplicate_click_seconds,
         ]
     )

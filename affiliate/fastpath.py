@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 
 from django.conf import settings
 from django.http import QueryDict
@@ -141,14 +140,7 @@ class TrackingFastPath:
             and not any(p.search(environ["PATH_INFO"].lstrip("/")) for p in self.redirect_exempt)
         ):
             return None
-        cookies = parse_cookie(environ.get("HTTP_COOKIE", ""))
-        visitor_id = None
-        raw = cookies.get(views.COOKIE_NAME)
-        if raw:
-            try:
-                visitor_id = uuid.UUID(raw)
-            except ValueError:
-                visitor_id = None
+        visitor_id = views.visitor_from_cookies(parse_cookie(environ.get("HTTP_COOKIE", "")))
         query = QueryDict(environ.get("QUERY_STRING", "").encode("iso-8859-1"))
         try:
             click_id, visitor_id = clickspool.record(

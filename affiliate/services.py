@@ -284,6 +284,21 @@ def _text(value, limit: int) -> str:
     return (value or "").replace("\x00", "")[:limit]
 
 
+def click_browser_fields(*, ip: str, user_agent: str, referrer: str, subs: dict | None) -> dict[str, str]:
+    """A click's fields that come from the browser, as stored (the spool stores them too)."""
+    subs = subs or {}
+    return {
+        "user_agent": _text(user_agent, 512),
+        "referrer": _text(referrer, 1024),
+        "ip_hash": hash_ip(ip),
+        "sub1": _text(subs.get("sub1"), 255),
+        "sub2": _text(subs.get("sub2"), 255),
+        "sub3": _text(subs.get("sub3"), 255),
+        "sub4": _text(subs.get("sub4"), 255),
+        "sub5": _text(subs.get("sub5"), 255),
+    }
+
+
 def click_record(
     *,
     target: LinkTarget,
@@ -301,7 +316,6 @@ def click_record(
     caller's transaction). On PostgreSQL the visitor and the click go in one statement: one
     round trip, atomic by itself. Elsewhere: a transaction through the ORM."""
     now = at or timezone.now()
-    subs = subs or {}
     new_visitor = visitor_id is None
     if new_visitor:
         visitor_id = uuid.uuid4()
@@ -312,14 +326,7 @@ def click_record(
         "promoter_id": target.promoter_id,
         "visitor_id": visitor_id,
         "created_at": now,
-        "user_agent": _text(user_agent, 512),
-        "referrer": _text(referrer, 1024),
-        "ip_hash": hash_ip(ip),
-        "sub1": _text(subs.get("sub1"), 255),
-        "sub2": _text(subs.get("sub2"), 255),
-        "sub3": _text(subs.get("sub3"), 255),
-        "sub4": _text(subs.get("sub4"), 255),
-        "sub5": _text(subs.get("sub5"), 255),
+        **click_browser_fields(ip=ip, user_agent=user_agent, referrer=referrer, subs=subs),
     }
     duplicate_seconds = 0 if new_visitor else target.duplicate_click_seconds
     using = router.db_for_write(Click)

@@ -26,8 +26,8 @@ _link_cache: dict[str, tuple[float, services.LinkTarget | None]] = {}
 def cached_link_target(code: str) -> services.LinkTarget | None:
     """Links never change once made; a short process-local cache keeps the redirect off the
     database for everything but the click insert. Unknown codes are cached briefly too."""
-    now = time.monotonic()
     hit = _link_cache.get(code)
+    now = time.monotonic()
     if hit is not None and hit[0] > now:
         return hit[1]
     target = services.link_target(code) if len(code) <= 32 else None
@@ -38,11 +38,9 @@ def cached_link_target(code: str) -> services.LinkTarget | None:
 
 
 def cached_link_target_if_cached(code: str) -> services.LinkTarget | None:
-    """The cached link, without going to the database (None when not cached)."""
+    """The cached link, without going to the database (None when not cached, or unknown)."""
     hit = _link_cache.get(code)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    return None
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
 
 def clear_link_cache() -> None:
@@ -68,7 +66,11 @@ def with_click(destination: str, click_id: str) -> str:
 
 
 def visitor_from_cookie(request) -> uuid.UUID | None:
-    raw = request.COOKIES.get(COOKIE_NAME)
+    return visitor_from_cookies(request.COOKIES)
+
+
+def visitor_from_cookies(cookies: dict) -> uuid.UUID | None:
+    raw = cookies.get(COOKIE_NAME)
     if not raw:
         return None
     try:
