@@ -40,21 +40,23 @@ def _dashboard_state(promoter: Promoter, currency: str) -> tuple[dict[str, int],
     the ledger's last entry on their accounts (every commission, reversal, approval or
     payment posts one), their newest click and their newest credited event. One query, each
     figure one step down an index (entry_account, click_promoter_time, credit_promoter_event)."""
+    newest = {
+        "last_click": Subquery(Click.objects.filter(promoter=promoter).order_by("-created_at").values("created_at")[:1]),
+        "last_credit": Subquery(Credit.objects.filter(promoter=promoter).order_by("-event_id").values("event_id")[:1]),
+    }
     rows = list(
         Account.objects.filter(promoter=promoter, currency=currency)
         .annotate(
             last_entry=Subquery(Entry.objects.filter(account_id=OuterRef("pk")).order_by("-id").values("id")[:1]),
-            last_click=Subquery(Click.objects.filter(promoter=promoter).order_by("-created_at").values("created_at")[:1]),
-            last_credit=Subquery(Credit.objects.filter(promoter=promoter).order_by("-event_id").values("event_id")[:1]),
+            **newest,
         )
         .values_list("kind", "balance_minor", "last_entry", "last_click", "last_credit")
     )
     balances = {kind: balance for kind, balance, *_ in rows}
     if not rows:  # no account yet: nothing was ever posted; clicks and credits may exist
-        row = Promoter.objects.filter(pk=promoter.pk).annotate(
-            last_click=Subquery(Click.objects.filter(promoter=promoter).order_by("-created_at").values("created_at")[:1]),
-            last_credit=Subquery(Credit.objects.filter(promoter=promoter).order_by("-event_id").values("event_id")[:1]),
-        ).values_list("last_click", "last_credit").first() or (None, None)
+        row = Promoter.objects.filter(pk=promoter.pk).annotate(**newest).values_list(
+            "last_click", "last_credit"
+        ).first() or (None, None)
         return balances, (None, *row)
     last_entry = max((r[2] for r in rows if r[2] is not None), default=None)
     return balances, (last_entry, rows[0][3], rows[0][4])
