@@ -156,11 +156,19 @@ def _adjust_all(wanted, period: str) -> list[Adjustment]:
         if expenses[key] is None:
             expenses[key] = ledger.expense_account(promoter.merchant_id, currency)
         postings.append(ledger.Posting(
-            Journal(merchant_id=promoter.merchant_id, kind=Journal.Kind.ADJUSTMENT, memo=f"{'bonus' if kind == 'bonus' else 'topup'} {period}: {reason}"[:200]),
+            _journal(promoter, kind, period, reason),
             [(mine[(promoter.pk, "available")], amount), (expenses[key], -amount)],
         ))
     ledger.post(postings)
     return adjustments
+
+
+def _journal(promoter: Promoter, kind: str, period: str, reason: str) -> Journal:
+    """The adjustment's journal, its memo naming the kind (the statements tell bonuses by it)."""
+    return Journal(
+        merchant_id=promoter.merchant_id, kind=Journal.Kind.ADJUSTMENT,
+        memo=f"{'bonus' if kind == 'bonus' else 'topup'} {period}: {reason}"[:200],
+    )
 
 
 def _adjust(promoter: Promoter, kind: str, period: str, amount: int, currency: str, reason: str) -> Adjustment | None:
@@ -174,7 +182,7 @@ def _adjust(promoter: Promoter, kind: str, period: str, amount: int, currency: s
             expense = ledger.expense_account(promoter.merchant_id, currency)
             ledger.post([
                 ledger.Posting(
-                    Journal(merchant_id=promoter.merchant_id, kind=Journal.Kind.ADJUSTMENT, memo=f"{'bonus' if kind == 'bonus' else 'topup'} {period}: {reason}"[:200]),
+                    _journal(promoter, kind, period, reason),
                     [(accounts[(promoter.pk, "available")], amount), (expense, -amount)],
                 )
             ])
