@@ -19,6 +19,7 @@ from django.utils import timezone
 from affiliate import money
 from promoters.models import Promoter
 
+from . import ledger
 from .models import Account, Commission, Entry, Journal, Statement
 
 OWED = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING)
@@ -337,7 +338,7 @@ def _statements_insert(merchant_id: int, period: str, start, end, promoter_ids=N
     """
     params = {"merchant": merchant_id, "start": start, "end": end, "period": period, "now": timezone.now()}
     if some:
-        params["ids"] = "{" + ",".join(str(int(pk)) for pk in promoter_ids) + "}"
+        params["ids"] = ledger.array_literal(promoter_ids)
     with transaction.get_connection().cursor() as cursor:
         cursor.execute(sql, params)
         written, bad_promoter, moves_off = cursor.fetchone()
