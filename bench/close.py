@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,14 +92,20 @@ def micro(rate: str) -> int:
     return int(whole) * MICRO + int((frac + "000000")[:6])
 
 
-def times_rate(base_minor: int, rate_micro: int) -> int:
-    """base × rate rounded half-up to the minor unit (money.multiply), in integers."""
-    return (2 * base_minor * rate_micro + MICRO) // (2 * MICRO)
+def times_rate(base_minor: int, rate_micro: int, currency: str = "USD") -> int:
+    """base × rate in minor units, rounded by the money helper as the rules round."""
+    from affiliate import money
+
+    base = money.from_minor(base_minor, currency)
+    return money.to_minor(money.multiply(base, Decimal(rate_micro).scaleb(-6), currency), currency)
 
 
-def prorate(amount: int, part: int, whole: int) -> int:
-    """money.prorate in integers: amount × part / whole, half-up."""
-    return (2 * amount * part + whole) // (2 * whole)
+def prorate(amount: int, part: int, whole: int, currency: str = "USD") -> int:
+    """money.prorate in minor units: amount × part / whole."""
+    from affiliate import money
+
+    a, p, w = (money.from_minor(x, currency) for x in (amount, part, whole))
+    return money.to_minor(money.prorate(a, p, w, currency), currency)
 
 
 # --- CPU accounting (the machine is shared: say how busy it was) ----------------------
@@ -443,7 +450,7 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
                 available = occurred + timedelta(days=HOLD_DAYS)
                 for level, promoter in enumerate(month.chain(leaf)):
                     rate = month.rates[0 if month.p_first[i] else 1] if level == 0 else month.tiers[level - 1]
-                    value = times_rate(amount, rate)
+                    value = times_rate(amount, rate, cur)
                     commission_id += 1
                     commission_rows.append((
                         commission_id, m_id, pg_id, event_id, promoter, leaf, "direct" if level == 0 else "override", level,
@@ -467,7 +474,7 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
                 for parent in range(first, first + len(month.chain(leaf))):
                     p = commission_rows[parent - 1]
                     value = p[8]
-                    take = value if completes else min(prorate(value, refund, whole), value)
+                    take = value if completes else min(prorate(value, refund, whole, cur), value)
                     if take <= 0:
                         continue
                     commission_id += 1

@@ -54,7 +54,9 @@ from close import (  # noqa: E402  (bench/close.py: the COPY loader and the /pro
     cpu_model,
     drop_database,
     log,
+    micro,
     recreate_database,
+    times_rate,
 )
 
 TARGET_MS = 150.0
@@ -64,15 +66,6 @@ DIRECT_RATE = "0.10"
 LEVELS = (5, 30, 150, 600)  # + the rest of the downline on level 5
 CHANNELS = ["blog", "youtube", "newsletter", "instagram", "tiktok", "podcast"]
 PASSWORD = "bench-portal-password"
-
-
-def micro(rate: str) -> int:
-    whole, _, frac = rate.partition(".")
-    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
-
-
-def times_rate(base_minor: int, rate_micro: int) -> int:
-    return (2 * base_minor * rate_micro + 1_000_000) // 2_000_000
 
 
 def month_start(dt: datetime) -> datetime:
@@ -201,7 +194,7 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
             shares.append((1, depth[seller], "override"))
         for promoter, level, ckind in shares:
             commission_rows.append([
-                0, m_id, pg_id, event_id, promoter, seller, ckind, level, times_rate(amount, rates[level]), cur, amount,
+                0, m_id, pg_id, event_id, promoter, seller, ckind, level, times_rate(amount, rates[level], cur), cur, amount,
                 f"0.{rates[level]:06d}", "pending", None, available, processed, None, None, None,
             ])
     timings["generated"] = time.monotonic() - started
