@@ -153,17 +153,14 @@ def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -
         Click.objects.filter(_clicks_in(span), program_id__in=ids)
         .values("program_id").annotate(n=Count("*")).values_list("program_id", "n")
     ):
-        if program_id in rows:
-            rows[program_id]["clicks"] = n
+        rows[program_id]["clicks"] = n
     for program_id, kind, n, revenue in (
         Credit.objects.filter(_events_in(span), event__program_id__in=ids)
         .values("event__program_id", "event__type")
         .annotate(n=Count("event_id", distinct=True), revenue=Sum("revenue_minor"))
         .values_list("event__program_id", "event__type", "n", "revenue")
     ):
-        row = rows.get(program_id)
-        if row is None:
-            continue
+        row = rows[program_id]
         row["revenue_minor"] += revenue or 0
         if kind == PURCHASE:
             row["purchases"] = n
@@ -176,8 +173,7 @@ def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -
         .values("program_id", "status").annotate(total=Sum("amount_minor"))
         .values_list("program_id", "status", "total")
     ):
-        if program_id in rows:
-            rows[program_id][f"{status}_minor"] = total or 0
+        rows[program_id][f"{status}_minor"] = total or 0
     return {pk: _finish_kpis(row) for pk, row in rows.items()}
 
 
