@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -350,9 +351,7 @@ def team(request):
     totals = reads.override_totals(promoter)
     tier_rates = promoter.program.tier_rate_decimals
     levels = []
-    counts: dict[int, int] = {}
-    for member in members:
-        counts[member["level"]] = counts.get(member["level"], 0) + 1
+    counts = Counter(member["level"] for member in members)
     deepest = max([*counts, *totals, len(tier_rates)] or [0])
     zero = money.format_minor(0, promoter.program.currency)
     for level in range(1, deepest + 1):
