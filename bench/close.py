@@ -42,7 +42,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from benchlib import checkpoint, cpu_model, drop_database, log, recreate_database
+from benchlib import proc_cpu_and_start as _proc_cpu_and_start
+from benchlib import proc_cpu_seconds as _proc_cpu_seconds
+from benchlib import system_busy as _system_busy
+
 ROOT = Path(__file__).resolve().parent.parent
+
 
 TARGET_SECONDS = 60.0
 PERIOD = "2026-10"
@@ -61,20 +67,6 @@ PHASES = [
     ("statements (alongside the batch: the wait for them)", "writing statements"),
     ("reconciliation (with the ledger-wide audit)", "reconciling events"),
 ]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def mem_total_gb() -> float:
@@ -110,21 +102,6 @@ def prorate(amount: int, part: int, whole: int, currency: str = "USD") -> int:
 
 # --- CPU accounting (the machine is shared: say how busy it was) ----------------------
 
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    return _proc_cpu_and_start(pid)[0]
-
-
-def _proc_cpu_and_start(pid: int) -> tuple[float, int]:
-    """(utime + stime in seconds, start time in ticks: with the pid, names the process)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0
-    return (int(fields[11]) + int(fields[12])) / _CLK, int(fields[19])
-
 
 def _backends(database: str) -> tuple[list[int], list[int]]:
     """PostgreSQL backends connected to our database (other databases are other work), and
@@ -144,12 +121,6 @@ def _backends(database: str) -> tuple[list[int], list[int]]:
         if any(title.rstrip().endswith(f"parallel worker for PID {backend}") for backend in pids)
     ]
     return pids, workers
-
-
-def _system_busy() -> tuple[float, float]:
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    return (sum(parts) - idle) / _CLK, sum(parts) / _CLK
 
 
 def wait_for_quiet(limit_seconds: float, busy_percent: float = 15.0) -> float:
@@ -220,31 +191,6 @@ class BackendMeter(threading.Thread):
 
 
 # --- Database -------------------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def checkpoint(database_url: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-    except psycopg.Error as exc:
-        log(f"  (CHECKPOINT skipped: {exc})")
 
 
 # --- The month, generated --------------------------------------------------------------

@@ -32,7 +32,6 @@ import random
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +40,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from benchlib import checkpoint, cpu_model, free_port, log, recreate_database
+from benchlib import proc_cpu_seconds as _proc_cpu_seconds
+from benchlib import system_busy as _system_busy
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
 BENCH = ROOT / "bench"
 GUNICORN_CONF = BENCH / "gunicorn.conf.py"
 
@@ -50,26 +55,6 @@ TARGET_LATENCY_RATE = 100  # events/s offered for the latency target
 TARGET_P99_S = 1.0  # p99 credit latency
 
 TIER_RATES = ["0.05", "0.03", "0.02", "0.01", "0.005"]  # every one of the 5 sponsor levels earns
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -81,16 +66,6 @@ def percentile(values: list[float], p: float) -> float:
 
 
 # --- CPU accounting (who used the two cores during a run) -----------------------------
-
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK  # utime + stime
 
 
 def _tree(pid: int) -> list[int]:
@@ -115,12 +90,6 @@ def _pids_named(name: str) -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def _system_busy() -> tuple[float, float]:
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    return (sum(parts) - idle) / _CLK, sum(parts) / _CLK
 
 
 class CpuMeter:
@@ -189,24 +158,6 @@ def wait_for_quiet(limit_seconds: float, busy_percent: float = 15.0) -> float:
 
 
 # --- Database and seed ----------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def checkpoint(database_url: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-    except psycopg.Error as exc:
-        log(f"  (CHECKPOINT skipped: {exc})")
 
 
 @dataclass

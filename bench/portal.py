@@ -46,18 +46,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from close import (  # noqa: E402  (bench/close.py: the COPY loader and the /proc accounting)
-    BackendMeter,
-    Copier,
-    _proc_cpu_seconds,
-    _system_busy,
-    cpu_model,
-    drop_database,
-    log,
-    micro,
-    recreate_database,
-    times_rate,
-)
+from benchlib import cpu_model, drop_database, log, recreate_database  # noqa: E402
+from benchlib import proc_cpu_seconds as _proc_cpu_seconds  # noqa: E402
+from benchlib import system_busy as _system_busy  # noqa: E402
+from close import BackendMeter, Copier, micro, times_rate  # noqa: E402  (bench/close.py: the COPY loader and its rules)
 
 TARGET_MS = 150.0
 HOLD_DAYS = 30

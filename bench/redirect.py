@@ -27,7 +27,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchlib import checkpoint, cpu_model, free_port, log, recreate_database
+from benchlib import proc_cpu_seconds as _proc_cpu_seconds
+from benchlib import system_busy as _system_busy
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
 BENCH = ROOT / "bench"
 LUA = BENCH / "redirect.lua"
 GUNICORN_CONF = BENCH / "gunicorn.conf.py"
@@ -113,37 +118,7 @@ class Kind:
         return all(not r.errors and not r.nother and not r.n404 for r in self.runs)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 # --- CPU accounting (who used the two cores during a run) -----------------------------
-
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK  # utime + stime
 
 
 def _children(pid: int) -> list[int]:
@@ -169,12 +144,6 @@ def _postgres_pids(database: str) -> list[int]:
             if not client or f" {database} " in f"{title} ":
                 pids.append(int(entry.name))
     return pids
-
-
-def _system_busy() -> tuple[float, float]:
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    return (sum(parts) - idle) / _CLK, sum(parts) / _CLK
 
 
 class CpuMeter:
@@ -228,25 +197,6 @@ def wait_for_quiet(limit_seconds: float, busy_percent: float = QUIET_BUSY_PERCEN
 
 
 # --- Database -------------------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def checkpoint(database_url: str) -> None:
-    """Start each run from a clean WAL state, so runs compare."""
-    import psycopg
-
-    try:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-    except psycopg.Error as exc:  # not a superuser: not essential
-        log(f"  (CHECKPOINT skipped: {exc})")
 
 
 def seed(run_names: list[str]) -> dict[str, str]:
