@@ -200,10 +200,7 @@ def _approve_due(batch: PayoutBatch, currency: str, now) -> tuple[int, list[ledg
     if listening:
         services.emit_approved({batch.merchant_id: [pk for group in groups for pk in group.ids]})
     return sum(group.count for group in groups), [
-        ledger.Move(
-            batch.merchant_id, currency, group.promoter_id, group.total, f"hold ended: {group.count} commission(s)",
-            Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
-        )
+        ledger.approval_move(batch.merchant_id, currency, group.promoter_id, group.total, group.count)
         for group in groups
         if group.total
     ], groups

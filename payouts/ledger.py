@@ -219,6 +219,15 @@ class Move(NamedTuple):
     target: str
 
 
+def approval_move(merchant_id: int, currency: str, promoter_id: int, amount: int, count: int) -> Move:
+    """``approval_of_many`` as a ``Move``: pending → available for a promoter's ``count``
+    commissions whose hold ended in one run."""
+    return Move(
+        merchant_id, currency, promoter_id, amount, f"hold ended: {count} commission(s)",
+        Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
+    )
+
+
 def post_moves(moves: list[Move]) -> None:
     """Many moves between a promoter's own accounts, one journal each, in the order given. A
     month-end posts a couple of hundred thousand (approvals, batch locks): on PostgreSQL

@@ -20,7 +20,7 @@ from attribution import services as attribution
 from promoters.models import Promoter
 
 from . import ledger, rules, webhooks
-from .models import Account, Basis, Commission, Journal, WebhookEndpoint
+from .models import Basis, Commission, WebhookEndpoint
 
 
 def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, rules.PromoterFact]:
@@ -260,10 +260,7 @@ def _approve_due_in_sql(now, limit: int) -> int:
         first_seen.setdefault((merchant_id, currency), len(first_seen))
     groups.sort(key=lambda g: first_seen[(g[0], g[1])])
     ledger.post_moves([
-        ledger.Move(
-            merchant_id, currency, promoter_id, int(total), f"hold ended: {count} commission(s)",
-            Journal.Kind.APPROVAL, Account.Kind.PENDING, Account.Kind.AVAILABLE,
-        )
+        ledger.approval_move(merchant_id, currency, promoter_id, int(total), count)
         for merchant_id, currency, promoter_id, total, count, _ in groups
         if total
     ])
