@@ -409,7 +409,7 @@ def _await_click(merchant: Merchant, click_ref: str) -> None:
         click_id = uuid.UUID(click_ref)
     except ValueError:
         return
-    clickspool.wait_for_click(click_id, lambda: Click.objects.filter(pk=click_id, merchant=merchant).values("pk").first())
+    clickspool.wait_for_click(click_id, lambda: _known_click(merchant, click_ref))
 
 
 def _known_click(merchant: Merchant, click_ref: str) -> Click | None:
