@@ -271,6 +271,9 @@ CLICK_SPOOL_FLUSH_SECONDS = float(os.environ.get("CLICK_SPOOL_FLUSH_SECONDS", "0
 CLICK_SPOOL_WAIT_SECONDS = float(os.environ.get("CLICK_SPOOL_WAIT_SECONDS", "5"))
 if CLICK_SPOOL_DIR and not IS_POSTGRES:
     raise ImproperlyConfigured("CLICK_SPOOL_DIR needs PostgreSQL (DATABASE_URL=postgres://...).")
+# A new registration or purchase on POST /api/v1/events/ accepted at the WSGI layer, in
+# front of Django (affiliate/eventpath.py); it applies on PostgreSQL with Celery workers only.
+EVENT_FASTPATH = env_bool("EVENT_FASTPATH", True)
 # Clock skew tolerated on an event's occurred_at before it counts as "in the future".
 EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECONDS", "60"))
 
