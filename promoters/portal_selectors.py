@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -22,6 +23,7 @@ from payouts.models import Account, Commission, Entry, PayoutLine, PayoutMethod,
 from payouts.selectors import balance_from
 
 from .models import Promoter, PromoterApiToken
+from .selectors import MAX_TEAM_LEVELS, MAX_TEAM_MEMBERS
 
 CHART_DAYS = 30
 # The dashboard's day series are kept this long at most (seconds), and only as long as
@@ -223,6 +225,79 @@ def override_totals(promoter: Promoter) -> dict[int, dict]:
         .order_by("level")
     )
     return {r["level"]: {"total": money.format_minor(r["total"] or 0, currency), "count": r["n"]} for r in rows}
+
+
+def _team_sql() -> str:
+    """The promoter's downline as CTEs ``tree`` (every member down to ``%(levels)s`` levels,
+    with their level and their path from the promoter) and ``kept`` (the first ``%(limit)s``
+    of them by level, then id: whom the page lists). Each recruit's path sorts right after
+    their sponsor's, their sponsor's other recruits by id: the tree depth first."""
+    table = connection.ops.quote_name(Promoter._meta.db_table)
+    if connection.vendor == "postgresql":
+        first, step = "ARRAY[id]", "t.path || p.id"
+    else:  # ids zero-padded to a fixed width: text order is then numeric order
+        first, step = "printf('%%020d', id)", "t.path || printf('%%020d', p.id)"
+    return f"""
+        WITH RECURSIVE tree (id, sponsor_id, level, path) AS (
+            SELECT id, sponsor_id, 1, {first} FROM {table}
+            WHERE sponsor_id = %(root)s AND id <> %(root)s
+          UNION ALL
+            SELECT p.id, p.sponsor_id, t.level + 1, {step}
+            FROM tree t JOIN {table} p ON p.sponsor_id = t.id
+            WHERE t.level < %(levels)s AND p.id <> %(root)s
+        ), kept AS (
+            SELECT id, sponsor_id, level, path FROM tree ORDER BY level, id LIMIT %(limit)s
+        )"""
+
+
+class TeamMembers:
+    """The promoters below ``promoter``, depth first (each recruit right after their sponsor,
+    a sponsor's recruits by id), at most ``levels`` deep and ``limit`` long (the first by
+    level, then id), for a paginator: ``per_level`` (members on each level) and the count
+    are one query, counted by the database; a slice reads only its own rows (one query).
+    Each row has ``id``, ``name``, ``status``, ``created_at``, ``sponsor_id``, ``level`` and
+    ``recruits`` (their recruits among the members listed), never an email.
+
+    The tree follows ``sponsor_id`` down from the promoter, who never appears in it: a loop
+    through the promoter (only a hand edit of the database could make one) stops there."""
+
+    def __init__(self, promoter: Promoter, *, levels: int = MAX_TEAM_LEVELS, limit: int = MAX_TEAM_MEMBERS):
+        self.params = {"root": promoter.pk, "levels": levels, "limit": limit}
+        self.limit = limit
+        with connection.cursor() as cursor:
+            cursor.execute(_team_sql() + " SELECT level, COUNT(*) FROM kept GROUP BY level ORDER BY level", self.params)
+            self.per_level = {level: n for level, n in cursor.fetchall()}
+        self.total = sum(self.per_level.values())
+
+    @property
+    def truncated(self) -> bool:
+        return self.total >= self.limit
+
+    def count(self) -> int:
+        return self.total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, index: slice) -> list[dict]:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("TeamMembers takes a slice")
+        start, stop, _ = index.indices(self.total)
+        if stop <= start:
+            return []
+        table = connection.ops.quote_name(Promoter._meta.db_table)
+        sql = _team_sql() + f"""
+            , shown AS (SELECT id, sponsor_id, level, path FROM kept ORDER BY path LIMIT %(n)s OFFSET %(start)s)
+            , recruits AS (SELECT sponsor_id, COUNT(*) AS n FROM kept GROUP BY sponsor_id)
+            SELECT p.id, p.name, p.status, p.created_at, s.sponsor_id, s.level, COALESCE(r.n, 0) AS recruit_count
+            FROM shown s JOIN {table} p ON p.id = s.id LEFT JOIN recruits r ON r.sponsor_id = s.id
+            ORDER BY s.path"""
+        # Through raw(): the database's values converted as the model's fields (created_at).
+        return [
+            {"id": p.pk, "name": p.name, "status": p.status, "created_at": p.created_at, "sponsor_id": p.sponsor_id,
+             "level": p.level, "recruits": p.recruit_count}
+            for p in Promoter.objects.raw(sql, {**self.params, "n": stop - start, "start": start})
+        ]
 
 
 # --- Payouts and statements ---------------------------------------------------------------

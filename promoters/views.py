@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -347,11 +346,11 @@ def commissions_csv(request):
 @portal_page
 def team(request):
     promoter = request.promoter
-    members = selectors.downline(promoter)
+    members = reads.TeamMembers(promoter)  # counted per level by the database; read a page at a time
     totals = reads.override_totals(promoter)
     tier_rates = promoter.program.tier_rate_decimals
     levels = []
-    counts = Counter(member["level"] for member in members)
+    counts = members.per_level
     deepest = max([*counts, *totals, len(tier_rates)] or [0])
     zero = money.format_minor(0, promoter.program.currency)
     for level in range(1, deepest + 1):
@@ -366,9 +365,9 @@ def team(request):
     # quickly, and to read on a phone.
     page = Paginator(members, TEAM_MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
-        "members": page.object_list, "page": page, "member_count": len(members), "levels": levels,
+        "members": page.object_list, "page": page, "member_count": members.total, "levels": levels,
         "currency": promoter.program.currency, "invite_url": invite_url(request, promoter),
-        "truncated": len(members) >= selectors.MAX_TEAM_MEMBERS,
+        "truncated": members.truncated,
     }
     return render(request, "portal/team.html", context)
 
