@@ -23,11 +23,25 @@ What the figures mean (the same on every page):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db import connection, transaction
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Count,
+    F,
+    Func,
+    IntegerField,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -97,8 +111,50 @@ def _events_in(span: Range, prefix: str = "event__") -> Q:
     return Q(**{f"{prefix}occurred_at__gte": span.start, f"{prefix}occurred_at__lt": span.end})
 
 
+class _OneOf(Func):
+    """``column IN (subquery)``; on PostgreSQL ``column = ANY(ARRAY(subquery))``: the ids are
+    collected first and each is looked up in the column's index. A few thousand events of a
+    range have a few thousand commissions; joined, the planner would rather read every
+    commission the program ever had (a sequential scan of the widest table), which costs
+    several times more."""
+
+    output_field = BooleanField()
+    arity = 2
+
+    def as_sql(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, template="%(expressions)s", arg_joiner=" IN ", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, template="%(expressions)s)", arg_joiner=" = ANY(ARRAY", **extra)
+
+
+def _of_events(span: Range, program_ids: list[int], field: str = "event_id") -> _OneOf:
+    """The rows whose ``field`` is one of the programs' events in the range (event_program_time)."""
+    events = ConversionEvent.objects.filter(_events_in(span, prefix=""), program_id__in=program_ids).order_by().values("id")
+    return _OneOf(F(field), Subquery(events))
+
+
 def _clicks_in(span: Range) -> Q:
     return Q(created_at__gte=span.start, created_at__lt=span.end)
+
+
+# --- Reading aggregates -------------------------------------------------------------------
+
+
+@contextmanager
+def aggregate_reads():
+    """Around a page's aggregates: on PostgreSQL, one transaction (one snapshot, so that the
+    page's figures agree with each other) without JIT compilation and without parallel
+    workers. These queries read a few thousand rows each; compiling them costs about 20 ms
+    (more than running them) and starting workers costs more than it saves on two cores.
+    ``SET LOCAL``: the settings end with the transaction. One query; nothing elsewhere."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(savepoint=False):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
+        yield
 
 
 # --- Formatting ---------------------------------------------------------------------------
@@ -267,21 +323,56 @@ def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dic
 # --- Channels -----------------------------------------------------------------------------
 
 
-def _last_channel(promoter_field: str) -> Subquery:
-    """The channel of ``promoter_field``'s last touchpoint in the journey of the row's event
-    (a refund's journey is its purchase's)."""
-    return Subquery(
-        Touchpoint.objects.filter(
-            event_id=Coalesce(OuterRef("event__purchase_id"), OuterRef("event_id"), output_field=IntegerField()),
-            promoter_id=OuterRef(promoter_field),
-        ).order_by("-position").values("channel")[:1]
+def _channel_shares(p: Program, span: Range) -> list[tuple]:
+    """``(channel, conversions, revenue, commissions)`` per channel: each promoter's share of
+    each of the range's conversions (their credit, and the commissions whose source they
+    are, their sponsors' overrides too) goes to the channel of that promoter's last
+    touchpoint in the journey (a refund's journey is its purchase's). One query: credits and
+    commissions are gathered per share (event, promoter) first, so that the channel is
+    looked up once per share (touchpoint_position_unique), not once per row."""
+    journey = Coalesce("event__purchase_id", "event_id", output_field=IntegerField())
+    credits = (
+        Credit.objects.filter(_events_in(span), event__program=p).order_by()
+        .values(ev=F("event_id"), pr=F("promoter_id"), journey=journey, etype=F("event__type"), revenue=F("revenue_minor"),
+                commission=Value(0, BigIntegerField()), credited=Value(1, IntegerField()))
     )
+    commissions = (
+        # Not joined to the events: a commission's journey is its credit's (the same event
+        # and promoter), looked up below only for a commission without one.
+        Commission.objects.filter(_of_events(span, [p.pk]), program=p).order_by()
+        .values(ev=F("event_id"), pr=F("source_promoter_id"), journey=Value(None, IntegerField()),
+                etype=Value(None, CharField()), revenue=Value(0, BigIntegerField()), commission=F("amount_minor"),
+                credited=Value(0, IntegerField()))
+    )
+    credits_sql, credits_params = credits.query.sql_with_params()
+    commissions_sql, commissions_params = commissions.query.sql_with_params()
+    q = connection.ops.quote_name
+    touchpoint, event = q(Touchpoint._meta.db_table), q(ConversionEvent._meta.db_table)
+    sql = f"""
+        SELECT (SELECT t.{q("channel")} FROM {touchpoint} t
+                WHERE t.{q("event_id")} = COALESCE(
+                    s.journey,
+                    (SELECT COALESCE(e.{q("purchase_id")}, e.{q("id")}) FROM {event} e WHERE e.{q("id")} = s.ev)
+                ) AND t.{q("promoter_id")} = s.pr
+                ORDER BY t.{q("position")} DESC LIMIT 1) AS channel,
+               COUNT(DISTINCT CASE WHEN s.credited = 1 AND s.etype = %s THEN s.ev END),
+               SUM(s.revenue), SUM(s.commission)
+        FROM (
+            SELECT x.ev, x.pr, MAX(x.journey) AS journey, MAX(x.etype) AS etype, SUM(x.revenue) AS revenue,
+                   SUM(x.commission) AS commission, MAX(x.credited) AS credited
+            FROM ({credits_sql} UNION ALL {commissions_sql}) x
+            GROUP BY x.ev, x.pr
+        ) s
+        GROUP BY 1"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [PURCHASE.value, *credits_params, *commissions_params])
+        return cursor.fetchall()
 
 
 def channels(p: Program, span: Range) -> dict:
     """Per channel of the program, over the range: clicks, conversions (attributed
     purchases), revenue, commissions and cost per conversion (commissions / conversions).
-    Three queries."""
+    Two queries: the clicks, and the shares of the conversions (credits and commissions)."""
     rows: dict[str, dict] = {}
 
     def row(name: str | None) -> dict:
@@ -293,21 +384,11 @@ def channels(p: Program, span: Range) -> dict:
         .values("link__channel").annotate(n=Count("id")).values_list("link__channel", "n")
     ):
         row(name)["clicks"] += n
-    for name, n, total in (
-        Credit.objects.filter(_events_in(span), event__program=p)
-        .annotate(channel=_last_channel("promoter_id")).values("channel")
-        .annotate(n=Count("event_id", filter=Q(event__type=PURCHASE), distinct=True), total=Sum("revenue_minor"))
-        .values_list("channel", "n", "total")
-    ):
+    for name, n, revenue, commissions in _channel_shares(p, span):
         r = row(name)
         r["conversions"] += n
-        r["revenue_minor"] += total or 0
-    for name, total in (
-        Commission.objects.filter(_events_in(span), program=p, event__program=p)
-        .annotate(channel=_last_channel("source_promoter_id")).values("channel")
-        .annotate(total=Sum("amount_minor")).values_list("channel", "total")
-    ):
-        row(name)["commissions_minor"] += total or 0
+        r["revenue_minor"] += revenue or 0
+        r["commissions_minor"] += commissions or 0
     currency = p.currency
     out = []
     for r in rows.values():

@@ -100,7 +100,8 @@ def _range_page(request, template: str, figures):
     if not programs:
         return _no_programs(request)
     form, program, span, status = _range_form(request, programs)
-    context = {"form": form, "program": program, "span": span, **figures(programs, program, span)}
+    with reads.aggregate_reads():
+        context = {"form": form, "program": program, "span": span, **figures(programs, program, span)}
     return render(request, template, context, status=status)
 
 
