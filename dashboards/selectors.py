@@ -275,39 +275,45 @@ def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_D
 def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dict:
     """The program's promoters with the most attributed revenue and with the most
     commissions over the range (more than nothing), each with clicks, purchases, conversion rate, revenue and
-    commissions. Six queries: the two rankings, then the figures of the few promoters named."""
-    by_revenue = list(
-        Credit.objects.filter(_events_in(span), event__program=p)
-        .values("promoter_id").annotate(total=Sum("revenue_minor")).filter(total__gt=0)
-        .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
+    commissions. Two queries: the two rankings with the figures of the promoters they name
+    (credits and commissions summed per promoter once, ranked, joined), then their clicks."""
+    credits = (
+        Credit.objects.filter(_events_in(span), event__program=p).order_by().values("promoter_id")
+        .annotate(revenue=Sum("revenue_minor"), purchases=Count("event_id", filter=Q(event__type=PURCHASE), distinct=True))
     )
-    by_commissions = list(
-        Commission.objects.filter(_events_in(span), program=p, event__program=p)
-        .values("promoter_id").annotate(total=Sum("amount_minor")).filter(total__gt=0)
-        .order_by("-total", "promoter_id").values_list("promoter_id", flat=True)[:limit]
+    commissions = (
+        Commission.objects.filter(_of_events(span, [p.pk]), program=p).order_by().values("promoter_id")
+        .annotate(total=Sum("amount_minor"))
     )
-    ids = set(by_revenue) | set(by_commissions)
-    figures = {pk: {"clicks": 0, "purchases": 0, "revenue_minor": 0, "commissions_minor": 0} for pk in ids}
-    if ids:
-        for pk, name, status in Promoter.objects.filter(pk__in=ids).values_list("pk", "name", "status"):
-            figures[pk].update(id=pk, name=name, status=status)
+    credits_sql, credits_params = credits.query.sql_with_params()
+    commissions_sql, commissions_params = commissions.query.sql_with_params()
+    q = connection.ops.quote_name
+    sql = f"""
+        WITH cr AS ({credits_sql}), cm AS ({commissions_sql}),
+        by_revenue AS (SELECT promoter_id FROM cr WHERE revenue > 0 ORDER BY revenue DESC, promoter_id LIMIT %s),
+        by_commissions AS (SELECT promoter_id FROM cm WHERE total > 0 ORDER BY total DESC, promoter_id LIMIT %s)
+        SELECT named.promoter_id, pr.{q("name")}, pr.{q("status")}, cr.revenue, cr.purchases, cm.total
+        FROM (SELECT promoter_id FROM by_revenue UNION SELECT promoter_id FROM by_commissions) named
+        JOIN {q(Promoter._meta.db_table)} pr ON pr.{q("id")} = named.promoter_id
+        LEFT JOIN cr ON cr.promoter_id = named.promoter_id
+        LEFT JOIN cm ON cm.promoter_id = named.promoter_id"""
+    figures: dict[int, dict] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*credits_params, *commissions_params, limit, limit])
+        for pk, name, status, revenue, purchases, commissions_minor in cursor.fetchall():
+            figures[pk] = {
+                "id": pk, "name": name, "status": status, "clicks": 0, "purchases": purchases or 0,
+                "revenue_minor": revenue or 0, "commissions_minor": commissions_minor or 0,
+            }
+    # The rankings again, among the promoters named (each ranking's first are all there).
+    by_revenue = sorted((pk for pk, r in figures.items() if r["revenue_minor"] > 0), key=lambda pk: (-figures[pk]["revenue_minor"], pk))[:limit]
+    by_commissions = sorted((pk for pk, r in figures.items() if r["commissions_minor"] > 0), key=lambda pk: (-figures[pk]["commissions_minor"], pk))[:limit]
+    if figures:
         for pk, n in (
-            Click.objects.filter(_clicks_in(span), program=p, promoter_id__in=ids)
+            Click.objects.filter(_clicks_in(span), program=p, promoter_id__in=list(figures))
             .values("promoter_id").annotate(n=Count("id")).values_list("promoter_id", "n")
         ):
             figures[pk]["clicks"] = n
-        for pk, n, total in (
-            Credit.objects.filter(_events_in(span), event__program=p, promoter_id__in=ids)
-            .values("promoter_id")
-            .annotate(n=Count("event_id", filter=Q(event__type=PURCHASE), distinct=True), total=Sum("revenue_minor"))
-            .values_list("promoter_id", "n", "total")
-        ):
-            figures[pk].update(purchases=n, revenue_minor=total or 0)
-        for pk, total in (
-            Commission.objects.filter(_events_in(span), program=p, event__program=p, promoter_id__in=ids)
-            .values("promoter_id").annotate(total=Sum("amount_minor")).values_list("promoter_id", "total")
-        ):
-            figures[pk]["commissions_minor"] = total or 0
     currency = p.currency
     for row in figures.values():
         row["conversion_rate"] = rate_text(row["purchases"], row["clicks"])
