@@ -222,15 +222,74 @@ def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -
             row["purchases"] = n
         elif kind == REGISTRATION:
             row["registrations"] = n
+    _commission_kpis(rows, span)
+    return {pk: _finish_kpis(row) for pk, row in rows.items()}
+
+
+def _commission_kpis(rows: dict[int, dict], span: Range) -> None:
+    """The programs' commissions of the range's events, summed by status: one query."""
+    ids = list(rows)
     for program_id, status, total in (
-        # The events' program too (a commission's program is its event's): so the events of
-        # the range are found by event_program_time, not by scanning every commission.
-        Commission.objects.filter(_events_in(span), program_id__in=ids, event__program_id__in=ids)
+        # Through the events' ids (a commission's program is its event's): the range's events
+        # by event_program_time, then their commissions by the commission event index.
+        Commission.objects.filter(_of_events(span, ids), program_id__in=ids)
         .values("program_id", "status").annotate(total=Sum("amount_minor"))
         .values_list("program_id", "status", "total")
     ):
         rows[program_id][f"{status}_minor"] = total or 0
-    return {pk: _finish_kpis(row) for pk, row in rows.items()}
+
+
+def overview(merchant: Merchant, span: Range, program_list: list[Program], chosen: Program, *,
+             now: datetime | None = None) -> tuple[dict[int, dict], dict]:
+    """``program_kpis`` over the range and ``program_days`` of the chosen program, the same
+    figures. When the range is the chart's own (the last 30 days, the page's default), the
+    clicks and the credits are read once for both, grouped by program and day: three queries
+    instead of five. (An event, or a click, falls on one day of the range: the range's
+    totals are the sums of its days.)"""
+    chart_span = Range.last_days(CHART_DAYS, now=now)
+    rows = {p.pk: _empty_kpis(p) for p in program_list if p.merchant_id == merchant.pk}
+    if span != chart_span or chosen.pk not in rows:
+        return program_kpis(merchant, span, program_list), program_days(chosen, now=now)
+    ids = list(rows)
+    labels = span.days
+    index = {day: i for i, day in enumerate(labels)}
+    clicks = [0] * len(labels)
+    purchases = [0] * len(labels)
+    revenue = [0] * len(labels)
+    for program_id, day, n in (
+        Click.objects.filter(_clicks_in(span), program_id__in=ids)  # Count("*"): from click_program_time alone
+        .annotate(day=TruncDate("created_at")).values("program_id", "day").annotate(n=Count("*"))
+        .values_list("program_id", "day", "n")
+    ):
+        rows[program_id]["clicks"] += n
+        if program_id == chosen.pk and day in index:
+            clicks[index[day]] = n
+    for program_id, kind, day, n, total in (
+        Credit.objects.filter(_events_in(span), event__program_id__in=ids)
+        .annotate(day=TruncDate("event__occurred_at")).values("event__program_id", "event__type", "day")
+        .annotate(n=Count("event_id", distinct=True), total=Sum("revenue_minor"))
+        .values_list("event__program_id", "event__type", "day", "n", "total")
+    ):
+        row = rows[program_id]
+        row["revenue_minor"] += total or 0
+        if kind == PURCHASE:
+            row["purchases"] += n
+        elif kind == REGISTRATION:
+            row["registrations"] += n
+        if program_id == chosen.pk and day in index:
+            revenue[index[day]] += total or 0
+            if kind == PURCHASE:
+                purchases[index[day]] = n
+    _commission_kpis(rows, span)
+    currency = chosen.currency
+    chart = {
+        "currency": currency,
+        "days": [d.isoformat() for d in labels],
+        "clicks": clicks,
+        "purchases": purchases,
+        "revenue": [str(_money(m, currency)) for m in revenue],
+    }
+    return {pk: _finish_kpis(row) for pk, row in rows.items()}, chart
 
 
 def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:

@@ -111,8 +111,7 @@ def dashboard(request):
     merchant = request.merchant
 
     def figures(programs, program, span):
-        kpis = reads.program_kpis(merchant, span, programs)
-        chart = reads.program_days(program)
+        kpis, chart = reads.overview(merchant, span, programs, program)
         return {
             "kpis": kpis[program.pk], "all_kpis": [kpis[p.pk] for p in programs], "chart": chart,
             "chart_rows": list(zip(chart["days"], chart["clicks"], chart["purchases"], chart["revenue"], strict=True)),

@@ -53,6 +53,21 @@ def test_a_range_counts_clicks_by_their_day_and_conversions_by_the_events(world)
     assert (kpis["pending"], kpis["approved"], kpis["paid"]) == (Decimal("12.00"), Decimal("12.00"), Decimal("0.00"))
 
 
+def test_the_overview_reads_the_same_figures_as_the_kpis_and_the_chart(world):
+    from affiliate import services
+
+    second = services.program_create(merchant=world.merchant, name="Second", currency="EUR")
+    programs = selectors.programs(world.merchant)
+    today = selectors.Range.last_days(1).until
+    for span in (selectors.Range.last_days(30), selectors.Range(today - timedelta(days=9), today - timedelta(days=6))):
+        for chosen in (world.program, second):
+            kpis, chart = selectors.overview(world.merchant, span, programs, chosen)
+            assert kpis == selectors.program_kpis(world.merchant, span, programs)
+            assert chart == selectors.program_days(chosen)
+    kpis, chart = selectors.overview(world.merchant, selectors.Range.last_days(30), programs, world.program)
+    assert (kpis[world.program.pk]["clicks"], kpis[world.program.pk]["purchases"], sum(chart["clicks"])) == (7, 2, 7)
+
+
 def test_the_chart_has_30_days_that_add_up_to_the_kpis(world):
     chart = selectors.program_days(world.program)
     assert len(chart["days"]) == 30
