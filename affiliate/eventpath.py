@@ -35,13 +35,13 @@ rolls it back first, so nothing of it remains:
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 import uuid
 from functools import partial
 
 from django.conf import settings
-from django.core.signals import request_finished, request_started
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -54,7 +54,7 @@ from .api_common import refuse_nul
 from .auth import MerchantKeyAuthentication, digest
 from .errors import ServiceValidationError, StrictJSONParser
 from .fastpath import TrackingFastPath
-from .models import ConversionEvent, Customer, Merchant
+from .models import ConversionEvent, Customer, Merchant, Program
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ _KEY_CACHE_MAX = 10_000
 # as in ``events._record`` (the journey decides which purchase is the first). A customer
 # inserted by a concurrent transaction that commits while this statement waits is in
 # neither ``created`` (a conflict) nor ``existing`` (not in this statement's snapshot): no
-# row, and Django takes the request.
+# row, and Django takes the request. The program is read here too, rather than by
+# ``clean_event``'s own query before the transaction: that ORM query cost a third of the
+# fast path's CPU, and a row read here is current, which a cache would not be.
 _LOOK = """
 WITH created AS (
     INSERT INTO affiliate_customer (merchant_id, external_id, stage, created_at, updated_at)
@@ -81,6 +83,8 @@ WITH created AS (
     FOR UPDATE
 ), customer AS (
     SELECT id, stage FROM created UNION ALL SELECT id, stage FROM existing
+), program AS (
+    SELECT {program_columns} FROM affiliate_program WHERE merchant_id = %(merchant)s AND {program}
 )
 SELECT
     customer.id,
@@ -89,16 +93,36 @@ SELECT
     EXISTS (SELECT 1 FROM affiliate_conversionevent WHERE {repeat}),
     (SELECT visitor_id FROM affiliate_click WHERE id = %(click)s AND merchant_id = %(merchant)s),
     (SELECT id FROM promoters_promoter WHERE merchant_id = %(merchant)s AND UPPER(coupon_code) = %(coupon_key)s
-     ORDER BY id LIMIT 1)
-FROM customer
+     ORDER BY id LIMIT 1),
+    program.*
+FROM customer LEFT JOIN program ON true
 """
+# What ``Program.terms()`` and the event need of the program (JSON as text, parsed here as
+# Django's JSONField does).
+PROGRAM_COLUMNS = (
+    "id", "currency", "attribution_model", "first_click_share", "last_click_share", "lookback_days",
+    "registration_bounty_minor", "first_purchase_rate", "repeat_purchase_rate", "tier_rates",
+    "compress_inactive", "hold_days",
+)  # fmt: skip
+# As ``events._program`` finds it: the default program (``.first()``: the lowest id), or the
+# merchant's program of that id.
+_PROGRAM = {False: "is_default ORDER BY id LIMIT 1", True: "id = %(program)s"}
 # The event type is written into the text, not bound: the partial unique indexes that
 # serve these look-ups are chosen only when the planner sees the type.
 _REPEAT = {
     "purchase": "merchant_id = %(merchant)s AND type = 'purchase' AND order_id = %(order_id)s",
     "registration": "merchant_id = %(merchant)s AND type = 'registration' AND customer_id = customer.id",
 }
-LOOK = {event_type: _LOOK.format(repeat=repeat) for event_type, repeat in _REPEAT.items()}
+# (event type, program given by id) -> the statement
+LOOK = {
+    (event_type, by_id): _LOOK.format(
+        repeat=repeat,
+        program=_PROGRAM[by_id],
+        program_columns=", ".join(f"{c}::text AS {c}" if c == "tier_rates" else c for c in PROGRAM_COLUMNS),
+    )
+    for event_type, repeat in _REPEAT.items()
+    for by_id in (False, True)
+}
 
 _EVENT = """
 WITH event AS (
@@ -210,7 +234,7 @@ class EventFastPath(TrackingFastPath):
         if payload is None:
             return None
 
-        request_started.send(sender=self.__class__, environ=environ)
+        _drop_if_obsolete()
         try:
             merchant = self._merchant(key)
             if merchant is None:
@@ -234,7 +258,7 @@ class EventFastPath(TrackingFastPath):
         if self.sts and secure:
             headers.append(("Strict-Transport-Security", self.sts))
         headers += self.policies
-        request_finished.send(sender=self.__class__)
+        _drop_if_obsolete()
         start_response("201 Created", headers)
         return [content]
 
@@ -282,40 +306,47 @@ class EventFastPath(TrackingFastPath):
 
     def _record(self, merchant: Merchant, key: str, payload: dict) -> ConversionEvent:
         """What ``events._record`` writes for a new registration or purchase, or ``FallThrough``."""
-        digest_ = events.body_hash(payload)
-        data = events.clean_event(merchant, payload)
+        strings = _strings(payload)
+        program_id = _program_id(payload.get("program"))
         click = None
-        if data.click_id:
+        if strings["click_id"]:
             try:
-                click = uuid.UUID(data.click_id)
+                click = uuid.UUID(strings["click_id"])
             except ValueError:
                 raise FallThrough from None  # unknown for sure: Django records it with a warning
-        program = data.program
+        event_type = payload["type"]
         now = timezone.now()
         params = {
             "merchant": merchant.pk,
             "key_hash": digest(key),
-            "customer": data.customer_id,
+            "customer": strings["customer_id"],
             "visitor_stage": journey.Stage.VISITOR,
             "now": now,
-            "order_id": data.order_id,
+            "order_id": strings["order_id"],
             "click": click,
-            "coupon_key": data.coupon.strip().upper() if data.coupon else None,
+            "coupon_key": strings["coupon"].strip().upper() if strings["coupon"] else None,
+            "program": program_id,
         }
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(LOOK[data.type], params)
-            row = cursor.fetchone()
+            with connection.connection.pipeline():  # BEGIN travels with the statement
+                cursor.execute(LOOK[(event_type, program_id is not None)], params)
+                row = cursor.fetchone()
             if row is None:
                 raise FallThrough  # the customer was created by a concurrent request
-            customer_pk, stage, key_valid, repeated, visitor, coupon_promoter = row
-            if not key_valid or repeated or (click and visitor is None) or (data.coupon and coupon_promoter is None):
+            customer_pk, stage, key_valid, repeated, visitor, coupon_promoter, *program_row = row
+            if not key_valid or repeated or (click and visitor is None) or (strings["coupon"] and coupon_promoter is None):
                 raise FallThrough
+            if program_row[0] is None:
+                raise FallThrough  # no such program: a 400 from Django
+            program = _program(merchant, program_row)
+            data = _clean(payload, strings, program)
             try:
                 next_stage, event_stage = journey.advance(stage, data.type)
             except journey.IllegalTransition:
                 raise FallThrough from None
             terms = program.terms()
             amount_minor = None if data.amount is None else money.to_minor(data.amount, program.currency)
+            digest_ = events.body_hash(payload)
             params.update(
                 program=program.pk,
                 customer_pk=customer_pk,
@@ -359,6 +390,100 @@ class EventFastPath(TrackingFastPath):
             occurred_at=data.occurred_at,
             received_at=now,
         )
+
+
+# --- Validation: ``events.clean_event``, in two halves ----------------------------------
+#
+# ``clean_event`` reads the program with an ORM query of its own before anything else; here
+# the program comes with the transaction's first statement, so its checks run in two halves
+# around that statement, built of the very pieces of ``clean_event`` (``events._string``,
+# ``events._occurred_at``, ``money.parse_amount``), in its order, for the two types this path
+# takes. Any problem is a ``FallThrough``: Django then runs ``clean_event`` itself and names
+# every problem. ``tests/affiliate/test_eventpath.py`` checks the halves against
+# ``clean_event`` payload by payload.
+
+
+def _strings(payload: dict) -> dict[str, str]:
+    """The checks that need no program: the id strings, as ``clean_event`` cleans them."""
+    problems: dict[str, list[str]] = {}
+    strings = {name: events._string(payload, name, problems, required=name == "customer_id") for name in events.STRING_FIELDS}
+    if payload["type"] == "purchase" and not strings["order_id"]:
+        raise FallThrough
+    if problems or strings["refund_id"]:
+        raise FallThrough
+    return strings
+
+
+def _program_id(raw) -> int | None:
+    """The program id of the body, as ``events._program`` reads it (``None``: the default)."""
+    if raw is None or raw == "":
+        return None
+    try:
+        program_id = int(raw)
+        if isinstance(raw, bool) or str(program_id) != str(raw).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise FallThrough from None
+    return program_id
+
+
+def _program(merchant: Merchant, row: list) -> Program:
+    values = dict(zip(PROGRAM_COLUMNS, row, strict=True))
+    values["tier_rates"] = json.loads(values["tier_rates"])
+    return Program(merchant=merchant, **values)
+
+
+def _clean(payload: dict, strings: dict[str, str], program: Program) -> events.CleanEvent:
+    """The checks that need the program; ``clean_event``'s result."""
+    problems: dict[str, list[str]] = {}
+    event_type = payload["type"]
+    occurred_at = events._occurred_at(payload.get("occurred_at"), problems)
+    raw_currency = payload.get("currency")
+    raw_currency = "" if raw_currency is None else raw_currency
+    if not isinstance(raw_currency, str) or (raw_currency and raw_currency != program.currency):
+        raise FallThrough
+    amount = None
+    raw_amount = payload.get("amount")
+    if event_type == "registration":
+        if raw_amount not in (None, ""):
+            raise FallThrough
+    elif raw_amount in (None, ""):
+        raise FallThrough
+    else:
+        try:
+            amount = money.parse_amount(raw_amount, program.currency)
+        except money.MoneyError:
+            raise FallThrough from None
+    if problems:
+        raise FallThrough
+    return events.CleanEvent(
+        type=event_type,
+        customer_id=strings["customer_id"],
+        program=program,
+        currency=program.currency,
+        occurred_at=occurred_at,
+        amount=amount,
+        order_id=strings["order_id"],
+        refund_id=strings["refund_id"],
+        click_id=strings["click_id"],
+        coupon=strings["coupon"],
+        program_given=payload.get("program") not in (None, ""),
+        currency_given=raw_currency,
+    )
+
+
+def _drop_if_obsolete() -> None:
+    """Close the connection once it has outlived ``CONN_MAX_AGE``, as Django does at the
+    start and the end of each request (``close_old_connections``).
+
+    Not the request signals themselves: with ``CONN_HEALTH_CHECKS`` they make the next
+    query of every request a ``SELECT 1`` first, a round trip this path does not need. A
+    connection that broke meanwhile fails the fast path's first statement; the request then
+    goes to Django, whose own ``close_old_connections`` replaces the connection."""
+    if connection.connection is not None and not connection.in_atomic_block:
+        close_at = connection.close_at
+        if close_at is not None and time.monotonic() >= close_at:
+            connection.close()
 
 
 def _enqueue(event_id: int) -> None:

@@ -7,14 +7,16 @@ from __future__ import annotations
 import io
 import json
 import re
+from decimal import Decimal
 
 import pytest
 from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
 from affiliate import eventpath, events, services
+from affiliate.errors import ServiceValidationError
 from affiliate.eventpath import EventFastPath
-from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor
+from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, Program
 from tests.factories import PromoterFactory
 from tests.realservices import needs_postgres
 
@@ -398,3 +400,74 @@ def test_a_click_still_in_the_spool_is_waited_for_by_django(
     assert event.click_id == click.id
     assert list(CustomerVisitor.objects.values_list("visitor_id", "click_id")) == [(click.visitor_id, click.id)]
     assert workers == [event.pk]
+
+
+HALVES = {
+    "purchase": purchase(),
+    "registration": registration(),
+    "registration without occurred_at": {"type": "registration", "customer_id": "c"},
+    "ids are stripped, numbers are strings": purchase(customer=" 42 ", order=7, click_id=" x ", coupon=" C "),
+    "amount as a JSON number": purchase(amount=Decimal("12.5")),
+    "amount as an integer": purchase(amount=12),
+    "currency given": purchase(currency="USD"),
+    "program by id": {**purchase(), "program": "<program>"},
+    "program by id as a string": {**purchase(), "program": "<program> "},
+    "empty optional strings": purchase(click_id="", coupon="", refund_id=""),
+    "empty amount on a registration": registration(amount=""),
+    # each one a 400 from clean_event
+    "another currency": purchase(currency="EUR"),
+    "currency not a string": purchase(currency=1),
+    "no customer_id": {"type": "purchase", "order_id": "A-1", "amount": "1"},
+    "blank customer_id": purchase(customer="   "),
+    "customer_id too long": purchase(customer="x" * 256),
+    "customer_id not a string": purchase(customer=["x"]),
+    "customer_id a boolean": purchase(customer=True),
+    "no order_id": {"type": "purchase", "customer_id": "c", "amount": "1"},
+    "no amount": {"type": "purchase", "customer_id": "c", "order_id": "A-1"},
+    "zero amount": purchase(amount="0"),
+    "too many decimals": purchase(amount="1.005"),
+    "amount a float string": purchase(amount="1e3"),
+    "amount on a registration": registration(amount="1.00"),
+    "refund_id on a purchase": purchase(refund_id="R-1"),
+    "naive occurred_at": purchase(occurred_at="2026-01-31T12:00:00"),
+    "occurred_at not a time": purchase(occurred_at="yesterday"),
+    "occurred_at in the future": purchase(occurred_at="2999-01-01T00:00:00Z"),
+    "program not an id": {**purchase(), "program": "1.5"},
+    "program a boolean": {**purchase(), "program": True},
+    "unknown program": {**purchase(), "program": 999999},
+}
+
+
+@pytest.mark.parametrize("name", HALVES)
+def test_the_validation_halves_agree_with_clean_event(name, merchant, program):
+    payload = json.loads(json.dumps(HALVES[name], default=str).replace('"<program>', f'"{program.pk}'), parse_float=Decimal)
+    if name == "program by id":
+        payload["program"] = program.pk
+    if name == "amount as a JSON number":
+        payload["amount"] = Decimal("12.5")
+    try:
+        expected = events.clean_event(merchant, payload)
+    except ServiceValidationError:
+        expected = None
+    try:
+        strings = eventpath._strings(payload)
+        program_id = eventpath._program_id(payload.get("program"))
+        found = Program.objects.filter(merchant=merchant, **({"pk": program_id} if program_id else {"is_default": True})).first()
+        if found is None:
+            raise eventpath.FallThrough
+        row = [getattr(found, column) for column in eventpath.PROGRAM_COLUMNS]
+        row[eventpath.PROGRAM_COLUMNS.index("tier_rates")] = json.dumps(found.tier_rates)
+        cleaned = eventpath._clean(payload, strings, eventpath._program(merchant, row))
+    except eventpath.FallThrough:
+        cleaned = None
+    if expected is None:
+        assert cleaned is None
+        return
+    assert cleaned is not None
+    if "occurred_at" not in payload:
+        assert abs((cleaned.occurred_at - expected.occurred_at).total_seconds()) < 5
+        cleaned.occurred_at = expected.occurred_at
+    assert cleaned.program.pk == expected.program.pk
+    assert cleaned.program.terms() == expected.program.terms()
+    cleaned.program = expected.program
+    assert cleaned == expected
