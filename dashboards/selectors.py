@@ -46,7 +46,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from affiliate import money
-from affiliate.models import Click, ConversionEvent, Merchant, Program
+from affiliate.models import Click, ConversionEvent, Merchant, Program, ReferralLink
 from attribution.models import Credit, Touchpoint
 from payouts.models import Commission
 from promoters.models import MerchantMember, Promoter
@@ -437,18 +437,28 @@ def _channel_shares(p: Program, span: Range) -> list[tuple]:
 def channels(p: Program, span: Range) -> dict:
     """Per channel of the program, over the range: clicks, conversions (attributed
     purchases), revenue, commissions and cost per conversion (commissions / conversions).
-    Two queries: the clicks, and the shares of the conversions (credits and commissions)."""
+    Two queries: the clicks (per link, then per channel), and the shares of the conversions
+    (credits and commissions)."""
     rows: dict[str, dict] = {}
 
     def row(name: str | None) -> dict:
         name = name or ""
         return rows.setdefault(name, {"channel": name, "clicks": 0, "conversions": 0, "revenue_minor": 0, "commissions_minor": 0})
 
-    for name, n in (
-        Click.objects.filter(_clicks_in(span), program=p)
-        .values("link__channel").annotate(n=Count("id")).values_list("link__channel", "n")
-    ):
-        row(name)["clicks"] += n
+    # Counted per link first, then per channel: 37,000 clicks are not each joined to their link.
+    clicks_sql, clicks_params = (
+        Click.objects.filter(_clicks_in(span), program=p).order_by().values("link_id").annotate(n=Count("*"))
+        .query.sql_with_params()
+    )
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT l.{q('channel')}, SUM(c.n) FROM ({clicks_sql}) c"
+            f" JOIN {q(ReferralLink._meta.db_table)} l ON l.{q('id')} = c.link_id GROUP BY l.{q('channel')}",
+            clicks_params,
+        )
+        for name, n in cursor.fetchall():
+            row(name)["clicks"] += n
     for name, n, revenue, commissions in _channel_shares(p, span):
         r = row(name)
         r["conversions"] += n
