@@ -73,3 +73,21 @@ def test_the_team_page_lists_members_a_page_at_a_time(world, django_assert_max_n
     second = world.sam_client.get("/portal/team/?page=2").content.decode()
     assert "Recruit104" in second and "Recruit000" not in second
     assert "Recruit000" in first and "Recruit104" not in first
+
+
+def test_the_team_page_runs_the_same_queries_however_deep_and_wide_the_team(world):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert world.sam_client.get("/portal/team/").status_code == 200
+        return len(queries)
+
+    shallow = count()  # Pia only
+    sponsor = world.pia
+    for depth in range(6):  # a chain six levels further down, each with two more recruits
+        for j in range(2):
+            world.w.promoter(f"Side{depth}x{j}", sponsor=sponsor)
+        sponsor = world.w.promoter(f"Chain{depth}", sponsor=sponsor)
+    assert count() == shallow
