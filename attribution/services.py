@@ -11,29 +11,43 @@ from promoters.models import Promoter
 
 from . import engine
 from .models import Credit, Touchpoint
-from .selectors import journey_clicks
+from .selectors import journey_clicks_many
 
 
 def _decimal_weight(weight: Fraction) -> Decimal:
     return (Decimal(weight.numerator) / Decimal(weight.denominator)).quantize(Decimal("0.000000000001"))
 
 
-def _coupon_promoter_id(event: ConversionEvent) -> int | None:
-    if event.coupon_promoter_id is None:
-        return None
-    program_id = Promoter.objects.filter(pk=event.coupon_promoter_id).values_list("program_id", flat=True).first()
-    # A coupon counts on its promoter's own program only: rates are the program's.
-    return event.coupon_promoter_id if program_id == event.program_id else None
+def _coupon_promoter_ids(events: list[ConversionEvent]) -> dict[int, int | None]:
+    """Each event's coupon promoter, by event id, when the coupon counts: a coupon counts on
+    its promoter's own program only, for rates are the program's."""
+    wanted = {event.coupon_promoter_id for event in events if event.coupon_promoter_id is not None}
+    programs = dict(Promoter.objects.filter(pk__in=wanted).values_list("id", "program_id")) if wanted else {}
+    return {
+        event.pk: event.coupon_promoter_id
+        if event.coupon_promoter_id is not None and programs.get(event.coupon_promoter_id) == event.program_id
+        else None
+        for event in events
+    }
 
 
 def event_touchpoints(event: ConversionEvent, terms: dict) -> list[engine.Touchpoint]:
-    clicks = journey_clicks(event, terms["lookback_days"])
-    return engine.select_touchpoints(
-        clicks,
-        event_at=event.occurred_at,
-        lookback_days=terms["lookback_days"],
-        coupon_promoter_id=_coupon_promoter_id(event),
-    )
+    return events_touchpoints([(event, terms)])[event.pk]
+
+
+def events_touchpoints(wanted: list[tuple[ConversionEvent, dict]]) -> dict[int, list[engine.Touchpoint]]:
+    """``event_touchpoints`` for many events (each with its terms), by event id."""
+    clicks = journey_clicks_many([(event, terms["lookback_days"]) for event, terms in wanted])
+    coupons = _coupon_promoter_ids([event for event, _ in wanted])
+    return {
+        event.pk: engine.select_touchpoints(
+            clicks[event.pk],
+            event_at=event.occurred_at,
+            lookback_days=terms["lookback_days"],
+            coupon_promoter_id=coupons[event.pk],
+        )
+        for event, terms in wanted
+    }
 
 
 def conversion_weights(event: ConversionEvent, terms: dict, touchpoints: list[engine.Touchpoint]) -> list[Fraction]:
@@ -51,23 +65,28 @@ def conversion_weights(event: ConversionEvent, terms: dict, touchpoints: list[en
 
 def attribution_record(*, event: ConversionEvent) -> list[Credit]:
     """Attribute a registration or purchase; write its touchpoints and credits."""
-    terms = event.terms
-    currency = event.currency
-    touchpoints = event_touchpoints(event, terms)
-    weights = conversion_weights(event, terms, touchpoints)
-    amount = event.amount if event.amount is not None else Decimal(0)
-    credits = engine.attribute(amount, currency, touchpoints, weights) if touchpoints else []
-    by_promoter = {c.promoter_id: c for c in credits}
+    return attributions_record(events=[event])[event.pk]
 
-    touchpoint_rows = []
-    for promoter_id, credit in by_promoter.items():
-        positions = [i for i, t in enumerate(touchpoints) if t.promoter_id == promoter_id]
-        parts = engine.split_over(credit.revenue, currency, [weights[i] for i in positions])
-        for position, part in zip(positions, parts, strict=True):
-            touchpoint_rows.append((position, part))
-    revenue_at = dict(touchpoint_rows)
-    Touchpoint.objects.bulk_create(
-        [
+
+def attributions_record(*, events: list[ConversionEvent]) -> dict[int, list[Credit]]:
+    """``attribution_record`` for many registrations and purchases, credited in one
+    transaction: the journeys read together, the touchpoints and the credits of all the
+    events written by one insert each. Returns each event's credits, by event id."""
+    touchpoints_of = events_touchpoints([(event, event.terms) for event in events])
+    touchpoint_rows: list[Touchpoint] = []
+    credit_rows: dict[int, list[Credit]] = {}
+    for event in events:
+        terms, currency = event.terms, event.currency
+        touchpoints = touchpoints_of[event.pk]
+        weights = conversion_weights(event, terms, touchpoints)
+        amount = event.amount if event.amount is not None else Decimal(0)
+        credits = engine.attribute(amount, currency, touchpoints, weights) if touchpoints else []
+        revenue_at: dict[int, Decimal] = {}
+        for credit in credits:
+            positions = [i for i, t in enumerate(touchpoints) if t.promoter_id == credit.promoter_id]
+            parts = engine.split_over(credit.revenue, currency, [weights[i] for i in positions])
+            revenue_at.update(zip(positions, parts, strict=True))
+        touchpoint_rows.extend(
             Touchpoint(
                 event=event,
                 position=i,
@@ -81,10 +100,8 @@ def attribution_record(*, event: ConversionEvent) -> list[Credit]:
                 revenue_minor=money.to_minor(revenue_at.get(i, Decimal(0)), currency),
             )
             for i, t in enumerate(touchpoints)
-        ]
-    )
-    return Credit.objects.bulk_create(
-        [
+        )
+        credit_rows[event.pk] = [
             Credit(
                 event=event,
                 promoter_id=c.promoter_id,
@@ -96,7 +113,12 @@ def attribution_record(*, event: ConversionEvent) -> list[Credit]:
             )
             for c in credits
         ]
-    )
+    if touchpoint_rows:
+        Touchpoint.objects.bulk_create(touchpoint_rows)
+    flat = [credit for rows in credit_rows.values() for credit in rows]
+    if flat:
+        Credit.objects.bulk_create(flat)
+    return credit_rows
 
 
 def refund_credits_record(*, refund: ConversionEvent, purchase: ConversionEvent, completes_order: bool) -> list[Credit]:

@@ -16,6 +16,6 @@ class PayoutsConfig(AppConfig):
 
         from . import selectors, services
 
-        events.register_processor(services.process_conversion)
+        events.register_processor(services.process_conversions)
         events.register_body_section("attribution", selectors.event_attribution)
         events.register_body_section("commissions", selectors.event_commissions)

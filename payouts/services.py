@@ -29,22 +29,30 @@ def promoter_facts(promoter_ids, *, levels: int, compress: bool) -> dict[int, ru
 
 
 def _facts_and_plans(promoter_ids, *, levels: int, compress: bool) -> tuple[dict[int, rules.PromoterFact], dict[int, str]]:
-    """``promoter_facts`` and each of those promoters' payout plan.
-
-    One recursive query fetches every promoter within ``limit`` sponsor steps; the walk
-    below then visits them level by level, nearest first and by id within a level, exactly
-    as a query per level would, so the facts (and the basis written from them) come out
-    the same, in the same order."""
+    """``promoter_facts`` and each of those promoters' payout plan."""
     start = set(promoter_ids)
-    if not start:
-        return {}, {}
     limit = rules.MAX_UPLINE_WALK if compress else levels
-    rows = {
-        pk: rest
+    return _walk(_upline_rows(start, limit), start, limit)
+
+
+def _upline_rows(start: set[int], limit: int) -> dict[int, tuple]:
+    """The rows (status, sponsor, customer, own rate, plan) of these promoters and of every
+    promoter within ``limit`` sponsor steps above them, by id, in one recursive query."""
+    if not start:
+        return {}
+    return {
+        pk: tuple(rest)
         for pk, *rest in Promoter.objects.filter(pk__in=_within_upline(start, limit)).values_list(
             "id", "status", "sponsor_id", "customer_id", "commission_rate", "payout_plan"
         )
     }
+
+
+def _walk(rows: dict[int, tuple], start: set[int], limit: int) -> tuple[dict[int, rules.PromoterFact], dict[int, str]]:
+    """The facts and plans of ``start`` and their uplines from ``rows``: visited level by
+    level, nearest first and by id within a level, exactly as a query per level would, so
+    the facts (and the basis written from them) come out the same, in the same order, and
+    the same whether ``rows`` was read for one event or for a batch."""
     facts: dict[int, rules.PromoterFact] = {}
     plans: dict[int, str] = {}
     frontier = start
@@ -82,43 +90,67 @@ def _immediate(promoter_ids) -> set[int]:
 
 
 def process_conversion(event: ConversionEvent) -> None:
-    if Commission.objects.filter(event=event).exists():
-        return  # already written (the event's status guard makes this unreachable; belt and braces)
-    if event.type == ConversionEvent.Type.REFUND:
-        _process_refund(event)
-    else:
-        _process_gain(event)
+    process_conversions([event])
 
 
-def _process_gain(event: ConversionEvent) -> None:
-    terms = rules.Terms.from_snapshot(event.terms)
-    credits = attribution.attribution_record(event=event)
-    if not credits:
+def process_conversions(events: list[ConversionEvent]) -> None:
+    """Commissions for a batch of events, in the transaction that marks them processed.
+
+    Registrations and purchases are credited together: their journeys, uplines and
+    accounts read once, their touchpoints, credits, commissions, journals and entries
+    written by one insert each, and the running balances moved once, in account order.
+    Each event's rows are exactly what it would get alone. Refunds (which read their
+    order's commissions) follow, one at a time, after the batch's purchases."""
+    done = set(Commission.objects.filter(event__in=[e.pk for e in events]).values_list("event_id", flat=True).distinct())
+    # An event with commissions was already written (the event's status guard makes this
+    # unreachable; belt and braces).
+    todo = [e for e in events if e.pk not in done]
+    _process_gains([e for e in todo if e.type != ConversionEvent.Type.REFUND])
+    for event in todo:
+        if event.type == ConversionEvent.Type.REFUND:
+            _process_refund(event)
+
+
+def _process_gains(events: list[ConversionEvent]) -> None:
+    if not events:
         return
-    facts, plans = _facts_and_plans([c.promoter_id for c in credits], levels=len(terms.tier_rates), compress=terms.compress_inactive)
-    Basis.objects.create(event=event, promoters=rules.facts_to_json(facts))
-    lines = commission_lines(event, terms, credits, facts)
-    available_at = event.occurred_at + timedelta(days=terms.hold_days)
-    commissions = [
-        Commission(
-            merchant_id=event.merchant_id,
-            program_id=event.program_id,
-            event=event,
-            promoter_id=line.promoter_id,
-            source_promoter_id=line.source_promoter_id,
-            kind=line.kind,
-            level=line.level,
-            amount_minor=money.to_minor(line.amount, event.currency),
-            currency=event.currency,
-            base_minor=money.to_minor(line.base, event.currency),
-            rate=line.rate,
-            available_at=available_at,
+    credits_of = attribution.attributions_record(events=events)
+    credited = [e for e in events if credits_of[e.pk]]
+    if not credited:
+        return
+    terms_of = {e.pk: rules.Terms.from_snapshot(e.terms) for e in credited}
+    limit_of = {
+        e.pk: rules.MAX_UPLINE_WALK if terms_of[e.pk].compress_inactive else len(terms_of[e.pk].tier_rates) for e in credited
+    }
+    start_of = {e.pk: {c.promoter_id for c in credits_of[e.pk]} for e in credited}
+    rows = _upline_rows(set().union(*start_of.values()), max(limit_of.values()))
+    bases, commissions, immediate = [], [], set()
+    for event in credited:
+        terms = terms_of[event.pk]
+        facts, plans = _walk(rows, start_of[event.pk], limit_of[event.pk])
+        bases.append(Basis(event=event, promoters=rules.facts_to_json(facts)))
+        available_at = event.occurred_at + timedelta(days=terms.hold_days)
+        commissions.extend(
+            Commission(
+                merchant_id=event.merchant_id,
+                program_id=event.program_id,
+                event=event,
+                promoter_id=line.promoter_id,
+                source_promoter_id=line.source_promoter_id,
+                kind=line.kind,
+                level=line.level,
+                amount_minor=money.to_minor(line.amount, event.currency),
+                currency=event.currency,
+                base_minor=money.to_minor(line.base, event.currency),
+                rate=line.rate,
+                available_at=available_at,
+            )
+            for line in commission_lines(event, terms, credits_of[event.pk], facts)
         )
-        for line in lines
-    ]
-    # Every commission goes to a promoter among the facts, whose payout plan came with them.
-    immediate = {pk for pk, plan in plans.items() if plan == Promoter.PayoutPlan.IMMEDIATE}
-    _write(event, commissions, immediate=immediate)
+        # Every commission goes to a promoter among the facts, whose payout plan came with them.
+        immediate.update(pk for pk, plan in plans.items() if plan == Promoter.PayoutPlan.IMMEDIATE)
+    Basis.objects.bulk_create(bases)
+    _write(commissions, immediate=immediate)
 
 
 def commission_lines(event: ConversionEvent, terms: rules.Terms, credits, facts) -> list[rules.Line]:
@@ -184,11 +216,12 @@ def _process_refund(event: ConversionEvent) -> None:
                 available_at=parent.available_at,
             )
         )
-    _write(event, reversals)
+    _write(reversals)
 
 
-def _write(event: ConversionEvent, commissions: list[Commission], *, immediate: set[int] | None = None) -> None:
-    """``immediate``: which of the promoters are paid at once, when the caller knows."""
+def _write(commissions: list[Commission], *, immediate: set[int] | None = None) -> None:
+    """Write commissions (of any events) and post them. ``immediate``: which of the
+    promoters are paid at once, when the caller knows."""
     if not commissions:
         return
     now = timezone.now()
@@ -199,25 +232,29 @@ def _write(event: ConversionEvent, commissions: list[Commission], *, immediate: 
             commission.status = Commission.Status.APPROVED
             commission.approved_at = now
     Commission.objects.bulk_create(commissions)
-    accounts, expense = ledger.posting_accounts(event.merchant_id, event.currency, {c.promoter_id for c in commissions})
     postings = []
-    for commission in commissions:
-        if commission.kind == Commission.Kind.REVERSAL:
+    for (merchant_id, currency), group in _by_merchant_currency(commissions).items():
+        accounts, expense = ledger.posting_accounts(merchant_id, currency, {c.promoter_id for c in group})
+        for commission in group:
+            if commission.kind == Commission.Kind.REVERSAL:
+                postings.append(ledger.creation(commission, accounts, expense))
+                continue
+            # Every commission passes through pending, so the ledger tells the whole story.
+            approved_now = commission.status == Commission.Status.APPROVED
+            commission.status = Commission.Status.PENDING
             postings.append(ledger.creation(commission, accounts, expense))
-            continue
-        # Every commission passes through pending, so the ledger tells the whole story.
-        approved_now = commission.status == Commission.Status.APPROVED
-        commission.status = Commission.Status.PENDING
-        postings.append(ledger.creation(commission, accounts, expense))
-        if approved_now:
-            commission.status = Commission.Status.APPROVED
-            postings.append(ledger.approval(commission, accounts))
+            if approved_now:
+                commission.status = Commission.Status.APPROVED
+                postings.append(ledger.approval(commission, accounts))
     ledger.post(postings)
-    webhooks.emit_commissions(commissions=[c for c in commissions if c.kind != Commission.Kind.REVERSAL], event_type="commission.created")
-    webhooks.emit_commissions(commissions=[c for c in commissions if c.kind == Commission.Kind.REVERSAL], event_type="commission.reversed")
+    listening = webhooks.endpoint_events({c.merchant_id for c in commissions})
+    gains = [c for c in commissions if c.kind != Commission.Kind.REVERSAL]
+    webhooks.emit_commissions(commissions=gains, event_type="commission.created", listening=listening)
     webhooks.emit_commissions(
-        commissions=[c for c in commissions if c.kind != Commission.Kind.REVERSAL and c.status == Commission.Status.APPROVED],
-        event_type="commission.approved",
+        commissions=[c for c in commissions if c.kind == Commission.Kind.REVERSAL], event_type="commission.reversed", listening=listening
+    )
+    webhooks.emit_commissions(
+        commissions=[c for c in gains if c.status == Commission.Status.APPROVED], event_type="commission.approved", listening=listening
     )
 
 

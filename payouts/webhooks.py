@@ -345,19 +345,28 @@ def emit_commission(*, commission: Commission, event_type: str) -> list[WebhookD
     )
 
 
-def emit_commissions(*, commissions, event_type: str) -> int:
+def endpoint_events(merchant_ids) -> dict[int, set[str]]:
+    """The events that these merchants' active endpoints take, by merchant, in one query."""
+    listening: dict[int, set[str]] = {pk: set() for pk in merchant_ids}
+    for merchant_id, events in WebhookEndpoint.objects.filter(merchant_id__in=list(listening), active=True).values_list(
+        "merchant_id", "events"
+    ):
+        listening[merchant_id].update(events)
+    return listening
+
+
+def emit_commissions(*, commissions, event_type: str, listening: dict[int, set[str]] | None = None) -> int:
     """``emit_commission`` for many rows: a merchant with no endpoint for this event (the
-    usual case for a month-end's approvals) costs one query, not one per row."""
-    wanted: dict[int, bool] = {}
+    usual case for a month-end's approvals) costs one query, not one per row; none when
+    the caller passes ``endpoint_events`` of the commissions' merchants."""
+    commissions = list(commissions)
+    if not commissions:
+        return 0
+    if listening is None:
+        listening = endpoint_events({c.merchant_id for c in commissions})
     written = 0
     for commission in commissions:
-        if commission.merchant_id not in wanted:
-            wanted[commission.merchant_id] = any(
-                event_type in endpoint_events
-                for endpoint_events in WebhookEndpoint.objects.filter(merchant_id=commission.merchant_id, active=True)
-                .values_list("events", flat=True)
-            )
-        if wanted[commission.merchant_id]:
+        if event_type in listening[commission.merchant_id]:
             written += len(emit_commission(commission=commission, event_type=event_type))
     return written
 
