@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import dateparse, timezone
 
@@ -33,11 +36,12 @@ Event = ConversionEvent
 MAX_ID_LENGTH = 255
 STRING_FIELDS = ("customer_id", "click_id", "order_id", "refund_id", "coupon")
 
-# Downstream steps run, in order, inside the processing transaction of each event.
-PROCESSORS: list[Callable[[ConversionEvent], None]] = []
+# Downstream steps run, in order, inside the processing transaction, each given the list of
+# events being processed together (a batch; refunds come one at a time, after their order).
+PROCESSORS: list[Callable[[list[ConversionEvent]], None]] = []
 
 
-def register_processor(func: Callable[[ConversionEvent], None]) -> Callable[[ConversionEvent], None]:
+def register_processor(func: Callable[[list[ConversionEvent]], None]) -> Callable[[list[ConversionEvent]], None]:
     if func not in PROCESSORS:
         PROCESSORS.append(func)
     return func
@@ -424,44 +428,182 @@ def _known_click(merchant: Merchant, click_ref: str) -> Click | None:
 # --- Queuing and processing -----------------------------------------------------------
 
 
+# Events are credited by drainers: Celery tasks that claim queued events from the event
+# table in batches (skipping those another drainer holds) until none are left. The web
+# process only makes sure one is running, by taking its lease in the cache (Redis); the
+# event table itself is the queue, so nothing is lost with a message.
+
+
+def _lease_key(slot: int) -> str:
+    return f"events:drainer:{slot}"
+
+
+def ring_drainer(slot: int = 0) -> bool:
+    """Start a drainer in ``slot`` unless one holds its lease; True when one was started.
+    A cache or broker that is down loses nothing: the sweep queues the events again."""
+    from .tasks import drain_events
+
+    try:
+        if not cache.add(_lease_key(slot), os.getpid(), timeout=settings.EVENT_DRAINER_LEASE_SECONDS):
+            return False
+    except Exception:  # noqa: BLE001
+        logger.warning("could not take the drainer lease; the sweep will queue the events", exc_info=True)
+        return False
+    try:
+        drain_events.delay(slot)
+    except Exception:  # noqa: BLE001
+        cache.delete(_lease_key(slot))
+        logger.warning("could not start a drainer; the sweep will queue the events", exc_info=True)
+        return False
+    return True
+
+
+def _inline() -> bool:
+    """Whether tasks run inline, here and now (no broker): as the Celery app says."""
+    from .tasks import process_event
+
+    return bool(process_event.app.conf.task_always_eager)
+
+
 def enqueue_event(event_id: int) -> None:
-    """Hand an event to the workers. A broker that is down loses nothing: the sweep retries."""
+    """Hand a committed event to the workers: with tasks inline (no broker) it is processed
+    here and now; otherwise a drainer is started unless one is already running."""
+    if not _inline():
+        ring_drainer(0)
+        return
     from .tasks import process_event
 
     try:
         process_event.delay(event_id)
     except Exception:  # noqa: BLE001 - the event is committed; the sweep will pick it up
-        logger.warning("could not queue event %s; the sweep will retry", event_id, exc_info=True)
+        logger.warning("could not process event %s; the sweep will retry", event_id, exc_info=True)
+
+
+def events_drain(*, slot: int = 0) -> int:
+    """Process queued events, a batch per transaction, until there are none for a while;
+    return how many were processed. Runs under the lease of ``slot`` (renewed on every
+    batch; a drainer that dies leaves it to expire). A full batch means a backlog: the
+    drainer of the next slot is started to help, up to ``EVENT_DRAINERS``. After a batch
+    that was not full it waits ``EVENT_DRAINER_POLL_SECONDS`` before it looks again, so
+    that a steady trickle is credited in batches of several events too (most of a batch's
+    cost is the same for one event as for fifty).
+
+    A batch that fails is retried one event at a time, so that a bad event holds up no
+    other; the bad one stays queued for the sweep (and its error in the log)."""
+    key, batch = _lease_key(slot), settings.EVENT_BATCH_SIZE
+    failed: set[int] = set()
+    done = 0
+    idle_since = None
+    while True:
+        cache.touch(key, settings.EVENT_DRAINER_LEASE_SECONDS)
+        try:
+            count = len(events_process_next(limit=batch, exclude=failed))
+        except Exception:  # noqa: BLE001 - isolated below
+            logger.exception("a batch of events failed; processing them one at a time")
+            count = _process_one_by_one(batch, failed)
+        done += count
+        if count >= batch:  # a backlog: straight on, with help
+            if slot + 1 < settings.EVENT_DRAINERS:
+                ring_drainer(slot + 1)
+            idle_since = None
+            continue
+        if count:  # a moment for more to gather: a batch costs little more than one event
+            idle_since = None
+            time.sleep(settings.EVENT_DRAINER_POLL_SECONDS)
+            continue
+        now = time.monotonic()
+        idle_since = idle_since or now
+        if now - idle_since < settings.EVENT_DRAINER_LINGER_SECONDS:
+            time.sleep(settings.EVENT_DRAINER_POLL_SECONDS)
+            continue
+        cache.delete(key)
+        # An event committed after the last look found the lease still held and started no
+        # drainer: look once more, now that the lease is free, and carry on if there is one.
+        waiting = ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).exclude(pk__in=failed).exists()
+        if not waiting or not cache.add(key, os.getpid(), timeout=settings.EVENT_DRAINER_LEASE_SECONDS):
+            return done
+        idle_since = None
+
+
+def _process_one_by_one(limit: int, failed: set[int]) -> int:
+    ids = list(_queued().exclude(pk__in=failed).values_list("pk", flat=True)[:limit])
+    done = 0
+    for event_id in ids:
+        try:
+            events_process(event_ids=[event_id])
+            done += 1
+        except Exception:  # noqa: BLE001
+            logger.exception("event %s failed; it stays queued for the sweep", event_id)
+            failed.add(event_id)
+    return done
+
+
+def _queued():
+    return ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).order_by("received_at", "id")
 
 
 def event_process(*, event_id: int) -> ConversionEvent | None:
     """Run the downstream processors for one event, once. Safe to call again at any time."""
+    return events_process(event_ids=[event_id]).get(event_id)
+
+
+def events_process(*, event_ids) -> dict[int, ConversionEvent]:
+    """Run the downstream processors for these events, once each, in one transaction.
+    Safe to call again at any time, with any of them; returns the events found, by id.
+    The events are locked in id order, so that two callers cannot deadlock."""
     with transaction.atomic():
-        # The customer comes along (the self-referral rule needs its id); only the event is locked.
-        event = (
+        # The customer comes along (the self-referral rule needs its id); only events are locked.
+        found = list(
             ConversionEvent.objects.select_for_update(of=("self",))
             .select_related("customer")
-            .filter(pk=event_id)
-            .first()
+            .filter(pk__in=sorted(set(event_ids)))
+            .order_by("pk")
         )
-        if event is None or event.status == ConversionEvent.Status.PROCESSED:
-            return event
-        if event.purchase_id is not None:
-            # A refund is computed from its order's results and the refunds before it: those
-            # go first, in the order received, even when the queue delivered this one first.
-            event_process(event_id=event.purchase_id)
-            earlier = ConversionEvent.objects.filter(
-                purchase_id=event.purchase_id, pk__lt=event.pk, status=ConversionEvent.Status.QUEUED
-            ).order_by("pk")
-            for earlier_id in earlier.values_list("pk", flat=True):
-                event_process(event_id=earlier_id)
+        _process([e for e in found if e.status != ConversionEvent.Status.PROCESSED])
+    return {e.pk: e for e in found}
+
+
+def events_process_next(*, limit: int, exclude=()) -> list[int]:
+    """Claim up to ``limit`` queued events, oldest first, skipping those another worker
+    holds, and process them in one transaction; return their ids."""
+    with transaction.atomic():
+        found = list(
+            _queued().select_for_update(of=("self",), skip_locked=True).select_related("customer").exclude(pk__in=exclude)[:limit]
+        )
+        _process(found)
+    return [e.pk for e in found]
+
+
+def _process(todo: list[ConversionEvent]) -> None:
+    """The processors over locked, unprocessed events: registrations and purchases together;
+    then each refund, after its order and the order's earlier refunds (in the order they
+    were received, even when the queue delivered the refund first or in the same batch)."""
+    gains = [e for e in todo if e.purchase_id is None]
+    if gains:
         for processor in PROCESSORS:
-            processor(event)
+            processor(gains)
+        _mark_processed(gains)
+    for refund in (e for e in todo if e.purchase_id is not None):
+        if ConversionEvent.objects.filter(pk=refund.pk, status=ConversionEvent.Status.PROCESSED).exists():
+            continue  # processed just now, as an earlier refund of another refund's order
+        event_process(event_id=refund.purchase_id)
+        earlier = ConversionEvent.objects.filter(
+            purchase_id=refund.purchase_id, pk__lt=refund.pk, status=ConversionEvent.Status.QUEUED
+        ).order_by("pk")
+        for earlier_id in earlier.values_list("pk", flat=True):
+            event_process(event_id=earlier_id)
+        for processor in PROCESSORS:
+            processor([refund])
+        _mark_processed([refund])
+
+
+def _mark_processed(events: list[ConversionEvent]) -> None:
+    now = timezone.now()
+    for event in events:
         event.status = ConversionEvent.Status.PROCESSED
-        event.processed_at = timezone.now()
+        event.processed_at = now
         event.attempts += 1
-        event.save(update_fields=["status", "processed_at", "attempts"])
-    return event
+    ConversionEvent.objects.bulk_update(events, ["status", "processed_at", "attempts"])
 
 
 def requeue_stale_events(*, older_than_seconds: int | None = None, limit: int = 1000) -> int:
@@ -473,6 +615,18 @@ def requeue_stale_events(*, older_than_seconds: int | None = None, limit: int = 
         .order_by("id")
         .values_list("id", flat=True)[:limit]
     )
-    for event_id in ids:
-        enqueue_event(event_id)
+    if _inline():
+        for event_id in ids:
+            enqueue_event(event_id)
+        return len(ids)
+    # Straight to the workers in batches, not through a drainer's lease: a lease left by a
+    # drainer that died must not hold them up.
+    from .tasks import process_events
+
+    for start in range(0, len(ids), settings.EVENT_BATCH_SIZE):
+        try:
+            process_events.delay(ids[start : start + settings.EVENT_BATCH_SIZE])
+        except Exception:  # noqa: BLE001 - the next sweep tries again
+            logger.warning("could not queue events; the next sweep will retry", exc_info=True)
+            break
     return len(ids)

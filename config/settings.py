@@ -145,6 +145,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "affiliate.process_event": {"queue": "events"},
+    "affiliate.process_events": {"queue": "events"},
+    "affiliate.drain_events": {"queue": "events"},
     "insights.*": {"queue": "insights"},
 }
 # A lost broker must not hold a request hostage: the event is already committed and the
@@ -173,6 +175,16 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Events still queued after this long are handed to the workers again by the sweep.
 EVENT_REQUEUE_AFTER_SECONDS = int(os.environ.get("EVENT_REQUEUE_AFTER_SECONDS", "30"))
+# Drainers credit queued events, at most EVENT_BATCH_SIZE per transaction; a backlog starts
+# up to EVENT_DRAINERS of them. After a batch that was not full a drainer waits
+# EVENT_DRAINER_POLL_SECONDS before it looks again; it lingers EVENT_DRAINER_LINGER_SECONDS
+# after the queue empties before it gives its lease back; a lease not renewed for
+# EVENT_DRAINER_LEASE_SECONDS (a dead drainer) lapses.
+EVENT_BATCH_SIZE = int(os.environ.get("EVENT_BATCH_SIZE", "50"))
+EVENT_DRAINERS = int(os.environ.get("EVENT_DRAINERS", "2"))
+EVENT_DRAINER_LINGER_SECONDS = float(os.environ.get("EVENT_DRAINER_LINGER_SECONDS", "2"))
+EVENT_DRAINER_POLL_SECONDS = float(os.environ.get("EVENT_DRAINER_POLL_SECONDS", "0.05"))
+EVENT_DRAINER_LEASE_SECONDS = int(os.environ.get("EVENT_DRAINER_LEASE_SECONDS", "15"))
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,8 +100,11 @@ def celery_publishing_to(broker_url: str) -> Iterator[None]:
     _reset_broker_pools(app)
     app.conf.broker_url = broker_url
     app.conf.task_always_eager = False
+    # The cache on the broker's Redis too, as with REDIS_URL: the drainers' leases live there.
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": broker_url}}
     try:
-        yield
+        with override_settings(CACHES=caches):
+            yield
     finally:
         _reset_broker_pools(app)
         app.conf.broker_url = saved["broker_url"]
@@ -125,10 +129,11 @@ def point_broker_at(broker_url: str) -> Iterator[None]:
 class CeleryWorker:
     """A real ``celery -A config worker`` in a subprocess, its output kept in a file."""
 
-    def __init__(self, *, database_url: str, broker_url: str, queues: str = "events,default"):
+    def __init__(self, *, database_url: str, broker_url: str, queues: str = "events,default", env: dict | None = None):
         self.database_url = database_url
         self.broker_url = broker_url
         self.queues = queues
+        self.extra_env = env or {}
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
 
@@ -144,6 +149,7 @@ class CeleryWorker:
             LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:

@@ -1,5 +1,5 @@
-"""A real Celery worker on a real Redis processes the events the API commits, and the sweep
-re-queues an event whose message never reached the broker."""
+"""A real Celery worker on a real Redis credits the events the API commits (a drainer takes
+them off the event table), and the sweep re-queues an event no drainer was started for."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -42,7 +43,8 @@ def test_worker_processes_events_and_the_sweep_requeues_a_lost_one(transactional
     broker_db.flushdb()  # this database is the test's own: no message from an earlier run
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant.test_api_key}")
-    worker = CeleryWorker(database_url=database_url_in_use(), broker_url=broker)
+    # A drainer that gives its lease back soon after the queue empties
+    worker = CeleryWorker(database_url=database_url_in_use(), broker_url=broker, env={"EVENT_DRAINER_LINGER_SECONDS": "0.3"})
     try:
         with celery_publishing_to(broker):
             worker.start()
@@ -72,6 +74,9 @@ def test_worker_processes_events_and_the_sweep_requeues_a_lost_one(transactional
                 body["id"], "processed", [], [],
             )  # fmt: skip
 
+            # And the drainer gives its lease back once the queue is empty
+            assert wait_for(lambda: cache.get("events:drainer:0") is None), worker.log()
+
             # Given the broker is unreachable when the next purchase arrives
             with point_broker_at(DEAD_BROKER):
                 r = api.post(
@@ -86,6 +91,7 @@ def test_worker_processes_events_and_the_sweep_requeues_a_lost_one(transactional
             lost = ConversionEvent.objects.get(pk=lost_id)
             assert (lost.status, lost.attempts, lost.processed_at) == ("queued", 0, None)
             assert broker_db.llen("events") == 0, "the lost event's message reached the broker after all"
+            assert cache.get("events:drainer:0") is None, "a lease was left for a drainer that was never started"
             ConversionEvent.objects.filter(pk=lost_id).update(received_at=timezone.now() - timedelta(hours=1))
 
             # When the sweep runs, it queues exactly that event again, and the worker processes it
@@ -102,10 +108,13 @@ def test_worker_processes_events_and_the_sweep_requeues_a_lost_one(transactional
                 ("W-2", "processed", 1),
             ]
             assert list(Customer.objects.values_list("external_id", "stage")) == [("cust-w1", "repeat_purchaser")]
-            # Both were processed by the worker, not in this process: two tasks, each once
+            # Both were processed by the worker, not in this process: the first by a drainer,
+            # the second by the sweep's batch, each once
             log = worker.log()
-            assert len(re.findall(r"Task affiliate\.process_event\[[0-9a-f-]+\] received", log)) == 2, log
-            assert len(re.findall(r"Task affiliate\.process_event\[[0-9a-f-]+\] succeeded in .*: 'processed'", log)) == 2, log
+            assert len(re.findall(r"Task affiliate\.drain_events\[[0-9a-f-]+\] received", log)) == 1, log
+            assert len(re.findall(r"Task affiliate\.drain_events\[[0-9a-f-]+\] succeeded in .*: 1$", log, re.M)) == 1, log
+            assert len(re.findall(r"Task affiliate\.process_events\[[0-9a-f-]+\] received", log)) == 1, log
+            assert len(re.findall(r"Task affiliate\.process_events\[[0-9a-f-]+\] succeeded in .*: 1$", log, re.M)) == 1, log
             assert "Traceback" not in log, log
     finally:
         worker.close()
