@@ -7,18 +7,19 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from decimal import Decimal
 
 import pytest
 from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
-from affiliate import eventpath, events, services
+from affiliate import eventpath, events, journey, services
 from affiliate.errors import ServiceValidationError
 from affiliate.eventpath import EventFastPath
 from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, Program
 from tests.factories import PromoterFactory
-from tests.realservices import needs_postgres
+from tests.realservices import needs_postgres, run_at_once
 
 pytestmark = [pytest.mark.postgres, needs_postgres, pytest.mark.django_db]
 
@@ -471,3 +472,49 @@ def test_the_validation_halves_agree_with_clean_event(name, merchant, program):
     assert cleaned.program.terms() == expected.program.terms()
     cleaned.program = expected.program
     assert cleaned == expected
+
+
+@pytest.fixture
+def wide_race_window(monkeypatch):
+    """Hold every request a moment between reading the customer's stage and writing the
+    event (as tests/affiliate/test_concurrency_pg.py does), on both paths."""
+    advance = journey.advance
+
+    def slow_advance(stage, action):
+        time.sleep(0.05)
+        return advance(stage, action)
+
+    monkeypatch.setattr(journey, "advance", slow_advance)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("customer", ["new", "known"])
+def test_ten_identical_purchases_at_once_make_one_event(customer, merchant, program, workers, wide_race_window):
+    if customer == "known":
+        Customer.objects.create(merchant=merchant, external_id="cust-1", stage="registered")
+    fast = EventFastPath(get_wsgi_application())
+
+    answers = run_at_once([lambda: call(fast, environ(merchant, purchase())) for _ in range(10)])
+
+    assert sorted(status for status, _, _ in answers) == ["200 OK"] * 9 + ["201 Created"]
+    event = ConversionEvent.objects.get()
+    assert {json.loads(content)["id"] for _, _, content in answers} == {event.pk}
+    assert (event.stage, event.amount_minor) == ("first_purchase", 1250)
+    assert list(Customer.objects.values_list("external_id", "stage")) == [("cust-1", "first_purchase")]
+    assert workers == [event.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_orders_of_one_customer_at_once_make_one_first_purchase(merchant, program, workers, wide_race_window):
+    Customer.objects.create(merchant=merchant, external_id="cust-1")
+    inner = Counting()
+    fast = EventFastPath(inner)
+
+    answers = run_at_once([lambda i=i: call(fast, environ(merchant, purchase(order=f"A-{i}"))) for i in range(10)])
+
+    assert [status for status, _, _ in answers] == ["201 Created"] * 10
+    assert inner.calls == 0  # the customer's lock kept them apart, in the fast path itself
+    stages = sorted(ConversionEvent.objects.values_list("stage", flat=True))
+    assert stages == ["first_purchase"] + ["repeat_purchase"] * 9
+    assert list(Customer.objects.values_list("stage", flat=True)) == ["repeat_purchaser"]
+    assert sorted(workers) == sorted(ConversionEvent.objects.values_list("id", flat=True))
