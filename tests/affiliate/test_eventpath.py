@@ -15,6 +15,7 @@ from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
 from affiliate import eventpath, events, journey, services
+from affiliate.auth import digest
 from affiliate.errors import ServiceValidationError
 from affiliate.eventpath import EventFastPath
 from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, Program
@@ -183,9 +184,17 @@ def coupon_promoter(program):
     return PromoterFactory(program=program, email="ben@example.com", name="Ben", coupon_code="Ben10")
 
 
-def scenario(name: str, click) -> tuple[list, list[str], int]:
+def scenario(name: str, click, program) -> tuple[list, list[str], int]:
     """The requests (body, environ extras), the statuses, how many the fast path answers."""
     return {
+        "amount as a JSON number": (
+            [(b'{"type":"purchase","customer_id":"c-9","order_id":"A-9","amount":12.5,"occurred_at":"%s"}' % WHEN.encode(), {})],
+            ["201 Created"],
+            1,
+        ),
+        "program and currency given": ([(purchase(program=program.pk, currency="USD"), {})], ["201 Created"], 1),
+        "unknown program": ([(purchase(program=program.pk + 1000), {})], ["400 Bad Request"], 0),
+        "another currency": ([(purchase(currency="EUR"), {})], ["400 Bad Request"], 0),
         "first purchase": ([({**purchase(), "occurred_at": None}, {})], ["201 Created"], 1),
         "second purchase of a customer": (
             [(purchase(), {}), (purchase(order="A-2", amount="7"), {})],
@@ -239,6 +248,10 @@ def scenario(name: str, click) -> tuple[list, list[str], int]:
 
 
 SCENARIOS = [
+    "amount as a JSON number",
+    "program and currency given",
+    "unknown program",
+    "another currency",
     "first purchase",
     "second purchase of a customer",
     "registration, then purchase",
@@ -276,7 +289,7 @@ def test_the_fast_path_answers_and_writes_exactly_as_django(
     name, settings, merchant, program, click, coupon_promoter, workers, django_capture_on_commit_callbacks
 ):
     settings.SECURE_HSTS_SECONDS = 3600
-    requests, statuses, answered = scenario(name, click)
+    requests, statuses, answered = scenario(name, click, program)
     inner = Counting()
     fast = EventFastPath(inner)
 
@@ -332,7 +345,7 @@ def test_an_error_after_the_first_write_leaves_nothing_and_django_answers(
     sid = transaction.savepoint()
     with pytest.raises(Exception):  # noqa: B017, PT011 - the statement's own error, whatever its class
         with transaction.atomic():
-            fast._record(merchant, merchant.test_api_key, purchase(customer="cust-9", click_id=str(click.id)))
+            fast._record(merchant, digest(merchant.test_api_key), purchase(customer="cust-9", click_id=str(click.id)))
     transaction.savepoint_commit(sid)
     # then nothing of it remains ...
     assert (Customer.objects.count(), ConversionEvent.objects.count(), CustomerVisitor.objects.count()) == (0, 0, 0)
