@@ -76,3 +76,33 @@ def checkpoint(database_url: str) -> None:
             conn.execute("CHECKPOINT")
     except psycopg.Error as exc:
         log(f"  (CHECKPOINT skipped: {exc})")
+
+
+class Copier:
+    """``COPY`` rows into a model's table (the columns named by field), counting them."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, model, fields: list[str], rows) -> int:
+        opts = model._meta
+        columns = ", ".join(f'"{opts.get_field(f).column}"' for f in fields)
+        n = 0
+        with self.cursor.copy(f'COPY "{opts.db_table}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+                n += 1
+        self.counts[opts.label] = self.counts.get(opts.label, 0) + n
+        return n
+
+
+def level_sizes(promoters: int) -> list[int]:
+    """5 levels in the issues' proportions (10 + 90 + 900 + 9,000 + 90,000 for 100,000)."""
+    if promoters < 5:
+        raise SystemExit("--promoters must be at least 5 (a 5-level tree)")
+    sizes = [max(1, round(promoters * share)) for share in (0.0001, 0.0009, 0.009, 0.09)]
+    sizes.append(promoters - sum(sizes))
+    if sizes[-1] < 1:
+        raise SystemExit("--promoters too small for a 5-level tree")
+    return sizes

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from benchlib import checkpoint, cpu_model, drop_database, log, recreate_database
+from benchlib import Copier, checkpoint, cpu_model, drop_database, level_sizes, log, recreate_database
 from benchlib import proc_cpu_and_start as _proc_cpu_and_start
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 from benchlib import system_busy as _system_busy
@@ -196,17 +196,6 @@ class BackendMeter(threading.Thread):
 # --- The month, generated --------------------------------------------------------------
 
 
-def level_sizes(promoters: int) -> list[int]:
-    """5 levels in the issue's proportions (10 + 90 + 900 + 9,000 + 90,000 for 100,000)."""
-    if promoters < 5:
-        raise SystemExit("--promoters must be at least 5 (a 5-level tree)")
-    sizes = [max(1, round(promoters * share)) for share in (0.0001, 0.0009, 0.009, 0.09)]
-    sizes.append(promoters - sum(sizes))
-    if sizes[-1] < 1:
-        raise SystemExit("--promoters too small for a 5-level tree")
-    return sizes
-
-
 class Month:
     """Everything to load, in plain lists (ids are assigned here, 1-based)."""
 
@@ -289,23 +278,6 @@ def at(second: int) -> datetime:
 
 
 # --- Loading ---------------------------------------------------------------------------
-
-
-class Copier:
-    def __init__(self, cursor):
-        self.cursor = cursor
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, model, fields: list[str], rows) -> int:
-        opts = model._meta
-        columns = ", ".join(f'"{opts.get_field(f).column}"' for f in fields)
-        n = 0
-        with self.cursor.copy(f'COPY "{opts.db_table}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
-                n += 1
-        self.counts[opts.label] = self.counts.get(opts.label, 0) + n
-        return n
 
 
 def load(month: Month, *, policy: dict, rng: random.Random) -> dict:

@@ -37,7 +37,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from benchlib import cpu_model, drop_database, log, recreate_database
+from benchlib import Copier, cpu_model, drop_database, level_sizes, log, recreate_database
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,29 +51,6 @@ WORDS = (
     "comfort cushioning lightweight waterproof winter summer sale discount unboxing comparison tips mistakes injury "
     "stretching strength nutrition gels pacing watch tracker road ultra city"
 ).split()
-
-
-def level_sizes(promoters: int) -> list[int]:
-    sizes = [max(1, round(promoters * share)) for share in (0.0001, 0.0009, 0.009, 0.09)]
-    sizes.append(promoters - sum(sizes))
-    return sizes
-
-
-class Copier:
-    def __init__(self, cursor):
-        self.cursor = cursor
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, model, fields: list[str], rows) -> int:
-        opts = model._meta
-        columns = ", ".join(f'"{opts.get_field(f).column}"' for f in fields)
-        n = 0
-        with self.cursor.copy(f'COPY "{opts.db_table}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
-                n += 1
-        self.counts[opts.label] = self.counts.get(opts.label, 0) + n
-        return n
 
 
 def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> dict:
