@@ -8,6 +8,7 @@ already processed.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -17,7 +18,7 @@ from django.utils import timezone
 from affiliate import money
 from affiliate.models import ConversionEvent
 from attribution import services as attribution
-from promoters.models import Promoter
+from promoters.models import Promoter, PromoterRateHistory
 
 from . import ledger, rules, webhooks
 from .models import Basis, Commission, WebhookEndpoint
@@ -48,11 +49,15 @@ def _upline_rows(start: set[int], limit: int) -> dict[int, tuple]:
     }
 
 
-def _walk(rows: dict[int, tuple], start: set[int], limit: int) -> tuple[dict[int, rules.PromoterFact], dict[int, str]]:
+def _walk(
+    rows: dict[int, tuple], start: set[int], limit: int, own_rates: dict | None = None
+) -> tuple[dict[int, rules.PromoterFact], dict[int, str]]:
     """The facts and plans of ``start`` and their uplines from ``rows``: visited level by
     level, nearest first and by id within a level, exactly as a query per level would, so
     the facts (and the basis written from them) come out the same, in the same order, and
-    the same whether ``rows`` was read for one event or for a batch."""
+    the same whether ``rows`` was read for one event or for a batch. ``own_rates``: the
+    own rate of those promoters whose rate has changed since the event was received (the
+    rate in effect then replaces the current one of ``rows``)."""
     facts: dict[int, rules.PromoterFact] = {}
     plans: dict[int, str] = {}
     frontier = start
@@ -61,6 +66,8 @@ def _walk(rows: dict[int, tuple], start: set[int], limit: int) -> tuple[dict[int
         level, frontier = sorted(pk for pk in frontier if pk in rows), set()
         for pk in level:
             status, sponsor_id, customer_id, own_rate, plan = rows[pk]
+            if own_rates and pk in own_rates:
+                own_rate = own_rates[pk]
             facts[pk] = rules.PromoterFact(pk, status == Promoter.Status.ACTIVE, sponsor_id, customer_id, own_rate)
             plans[pk] = plan
             if sponsor_id is not None and sponsor_id not in facts:
@@ -124,10 +131,30 @@ def _process_gains(events: list[ConversionEvent]) -> None:
     }
     start_of = {e.pk: {c.promoter_id for c in credits_of[e.pk]} for e in credited}
     rows = _upline_rows(set().union(*start_of.values()), max(limit_of.values()))
+    # A rate applies to events received from its change on, however late they are
+    # processed: the whole history of the promoters whose rate changed after the batch's
+    # oldest event was received, in one query (usually empty).
+    changed = PromoterRateHistory.objects.filter(
+        promoter_id__in=sorted(rows), effective_from__gt=min(e.received_at for e in credited)
+    ).values("promoter_id")
+    history: dict[int, tuple[list, list]] = {}
+    for pk, effective_from, rate in (
+        PromoterRateHistory.objects.filter(promoter_id__in=changed)
+        .order_by("promoter_id", "effective_from", "id")
+        .values_list("promoter_id", "effective_from", "rate")
+    ):
+        times, rates = history.setdefault(pk, ([], []))
+        times.append(effective_from)
+        rates.append(rate)
+
+    def own_rates_at(received_at) -> dict:
+        # The last rate from at or before ``received_at`` (before the first row: the first).
+        return {pk: rates[max(bisect_right(times, received_at) - 1, 0)] for pk, (times, rates) in history.items()}
+
     bases, commissions, immediate = [], [], set()
     for event in credited:
         terms = terms_of[event.pk]
-        facts, plans = _walk(rows, start_of[event.pk], limit_of[event.pk])
+        facts, plans = _walk(rows, start_of[event.pk], limit_of[event.pk], own_rates_at(event.received_at) if history else None)
         bases.append(Basis(event=event, promoters=rules.facts_to_json(facts)))
         available_at = event.occurred_at + timedelta(days=terms.hold_days)
         commissions.extend(

@@ -114,3 +114,23 @@ class PromoterApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… of promoter {self.promoter_id}"
+
+
+class PromoterRateHistory(models.Model):
+    """The promoter's own commission rate from ``effective_from`` on (None: the program's
+    rates). Written by ``promoters.services`` whenever the rate changes: the first change of
+    a promoter also writes the rate it had until then, from its creation, so the rate in
+    effect at any moment is the last row at or before it. A promoter without rows has had
+    its current rate all along. Commissions read it at the event's ``received_at``: a new
+    rate applies to events received from the change on, however late they are processed."""
+
+    promoter = models.ForeignKey(Promoter, on_delete=models.CASCADE, related_name="rate_history")
+    rate = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
+    effective_from = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["promoter_id", "effective_from", "id"]
+        indexes = [models.Index(fields=["promoter", "effective_from"], name="promoter_rate_history_time")]
+
+    def __str__(self) -> str:
+        return f"rate of {self.promoter_id} from {self.effective_from}: {self.rate}"

@@ -9,13 +9,14 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Upper
+from django.utils import timezone
 
 from affiliate.errors import ServiceValidationError
 from affiliate.models import Merchant, Program
 from affiliate.services import link_create
 from affiliate.validation import FieldProblem, parse_rate
 
-from .models import Promoter, PromoterApiToken
+from .models import Promoter, PromoterApiToken, PromoterRateHistory
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PROMOTER_FIELDS = (
@@ -153,12 +154,28 @@ def promoter_update(*, promoter: Promoter, **fields) -> Promoter:
         with transaction.atomic():
             _lock_tree(promoter.merchant)
             promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
+            old_rate = promoter.commission_rate
             _apply(promoter, promoter.merchant, fields)
             promoter.save()
+            promoter_rate_history_record(promoter=promoter, old_rate=old_rate)
             return promoter
     except IntegrityError as exc:
         _raise_for_integrity(exc)
         raise
+
+
+def promoter_rate_history_record(*, promoter: Promoter, old_rate, at=None) -> PromoterRateHistory | None:
+    """Record that ``promoter.commission_rate`` (already saved) replaced ``old_rate`` at
+    ``at`` (now): nothing when the rate did not change. The first change also records the
+    rate the promoter had until then, from its creation. Every path that changes a
+    promoter's rate calls this (``promoter_update`` does), inside its transaction."""
+    new_rate = promoter.commission_rate
+    if old_rate == new_rate:  # None == None; 0.1 == 0.100000
+        return None
+    at = at or timezone.now()
+    if not PromoterRateHistory.objects.filter(promoter=promoter).exists():
+        PromoterRateHistory.objects.create(promoter=promoter, rate=old_rate, effective_from=min(promoter.created_at, at))
+    return PromoterRateHistory.objects.create(promoter=promoter, rate=new_rate, effective_from=at)
 
 
 def _lock_tree(merchant: Merchant) -> None:
