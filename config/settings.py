@@ -172,6 +172,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.sweep_webhooks",
         "schedule": timedelta(seconds=10),
     },
+    "insights-compute-value": {
+        "task": "insights.compute_value",
+        "schedule": crontab(minute=0, hour=3),
+    },
+    "insights-apply-rates": {
+        "task": "insights.apply_rates",
+        "schedule": crontab(minute=30, hour=3),
+    },
+    "insights-train-segments": {
+        "task": "insights.train_segments",
+        "schedule": crontab(minute=0, hour=4),
+    },
+    "insights-run-content": {
+        "task": "insights.run_content",
+        "schedule": crontab(minute=30, hour=4),
+    },
 }
 # Events still queued after this long are handed to the workers again by the sweep.
 EVENT_REQUEUE_AFTER_SECONDS = int(os.environ.get("EVENT_REQUEUE_AFTER_SECONDS", "30"))
