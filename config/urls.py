@@ -53,6 +53,7 @@ urlpatterns = [
     re_path(r"^join/(?P<referral_code>[A-Za-z0-9]{1,32})/?$", portal.join, name="join"),
     path("portal/", include("promoters.urls")),
     path("merchant/", include("dashboards.urls")),
+    path("", include("insights.urls")),
 ]
 
 if os.environ.get("BENCH_BARE_REDIRECT") == "1":
