@@ -167,11 +167,13 @@ def value_compute(*, program: Program, window_days: int = 90, now: datetime | No
     new = first[first["occurred_at"] >= start] if len(first) else first
     customer_of_event = dict(zip(new["event_id"].tolist(), new["customer_id"].tolist(), strict=True)) if len(new) else {}
     new_events = list(customer_of_event)
+    window_first = ConversionEvent.objects.filter(
+        program=program, type=ConversionEvent.Type.PURCHASE, stage="first_purchase", occurred_at__gte=start, occurred_at__lt=now
+    ).values("customer_id")
     cost_of = {
         customer_id: int(total or 0)
         for customer_id, total in Commission.objects.filter(
-            program=program, currency=currency, kind__in=COST_KINDS, created_at__lt=now,
-            event__customer_id__in=list(customer_of_event.values()),
+            program=program, currency=currency, kind__in=COST_KINDS, created_at__lt=now, event__customer_id__in=window_first,
         ).values("event__customer_id").annotate(total=Sum("amount_minor")).values_list("event__customer_id", "total")
     } if new_events else {}
 

@@ -186,3 +186,25 @@ def test_daily_task_applies_active_rules_only(program, merchant):
     assert InsightRun.objects.filter(kind="rates").count() == 1
     run_ids = tasks.compute_value.delay(merchant.pk).get()
     assert InsightRun.objects.get(pk=run_ids[0]).results["promoters"][0]["ltv_cac"] == "10.0000"
+
+
+def test_admin_reverts_a_change_and_shows_the_insights(program, admin_client):
+    rule_for(program)
+    star = PromoterFactory(program=program, name="Star")
+    bring(program, star, customers=10, revenue_minor=10000, cost_minor=1000)
+    (change,) = rates_apply(program=program)
+    response = admin_client.post(
+        "/admin/insights/ratechange/", {"action": "revert_changes", "_selected_action": [change.pk]}, follow=True
+    )
+    assert response.status_code == 200 and "Reverted 1 change(s)." in response.content.decode()
+    assert Promoter.objects.get(pk=star.pk).commission_rate is None
+    assert RateChange.objects.get(reverts=change).actor.username == "admin"
+    # A second revert is refused, with the reason shown, and writes nothing.
+    response = admin_client.post(
+        "/admin/insights/ratechange/", {"action": "revert_changes", "_selected_action": [change.pk]}, follow=True
+    )
+    assert "already reverted" in response.content.decode() and RateChange.objects.count() == 2
+    for model in ("raterule", "ratefreeze", "ratechange", "segmentmodel", "promotersegment", "segmentplan", "planchange",
+                  "content", "product", "insightrun", "material", "materialassignment"):
+        assert admin_client.get(f"/admin/insights/{model}/").status_code == 200, model
+    assert admin_client.get(f"/admin/insights/ratechange/{change.pk}/change/").status_code == 200

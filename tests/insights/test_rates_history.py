@@ -70,3 +70,15 @@ def test_rate_back_to_the_program_rates_and_no_history_when_unchanged(django_cap
         callback()
     # Received under the program's first-purchase rate (10%): 50.00 × 0.10 = 5.00.
     assert _directs(early) == [(500, Decimal("0.100000"))]
+
+
+def test_the_api_patch_records_the_history(api, promoter):
+    # promoter: the conftest's Anna, on the program's rates (None) since its creation.
+    response = api.patch(f"/api/v1/promoters/{promoter.pk}/", {"commission_rate": "0.125"}, format="json")
+    assert response.status_code == 200, response.content
+    rows = list(PromoterRateHistory.objects.filter(promoter=promoter).values_list("rate", "effective_from"))
+    assert [r for r, _ in rows] == [None, Decimal("0.125")]
+    assert rows[0][1] == promoter.created_at and rows[1][1] > promoter.created_at
+    bad = api.patch(f"/api/v1/promoters/{promoter.pk}/", {"commission_rate": "1.5"}, format="json")
+    assert bad.status_code == 400
+    assert PromoterRateHistory.objects.filter(promoter=promoter).count() == 2  # nothing for a refused change
