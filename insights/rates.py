@@ -148,8 +148,9 @@ def rates_apply(*, program: Program, now: datetime | None = None) -> list[RateCh
         _notify(change)
     InsightRun.objects.create(
         merchant_id=program.merchant_id, kind=InsightRun.Kind.RATES, window_days=rule.window_days,
-        results={"program": program.pk, "rule": settings_now, "decisions": [decision_json(d) for d in decisions],
-                 "changes": [c.pk for c in changes]},
+        # The changes in full; the promoters left alone only counted (a program has up to 100,000).
+        results={"program": program.pk, "rule": settings_now, "considered": len(decisions),
+                 "decisions": [decision_json(d) for d in decisions if d.changes], "changes": [c.pk for c in changes]},
         seconds=time.monotonic() - began,
     )
     return changes

@@ -183,7 +183,8 @@ def test_daily_task_applies_active_rules_only(program, merchant):
     assert tasks.apply_rates.delay().get() == 1
     assert Promoter.objects.get(pk=star.pk).commission_rate == D("0.11")
     assert Promoter.objects.get(pk=other_star.pk).commission_rate is None
-    assert InsightRun.objects.filter(kind="rates").count() == 1
+    (run,) = InsightRun.objects.filter(kind="rates")
+    assert (run.results["considered"], [d["promoter_id"] for d in run.results["decisions"]]) == (1, [star.pk])
     run_ids = tasks.compute_value.delay(merchant.pk).get()
     assert InsightRun.objects.get(pk=run_ids[0]).results["promoters"][0]["ltv_cac"] == "10.0000"
 
