@@ -92,6 +92,7 @@ def _ratio(a: float, b: float) -> float | None:
 def group_row(key, *, contents: int, clicks: int, purchases: int, revenue_minor: int, commission_minor: int,
               overall_rate: float | None, currency: str) -> dict:
     """One ranked group's figures, JSON-safe (money as decimal strings, ratios as floats)."""
+    clicks, purchases, contents = int(clicks), int(purchases), int(contents)
     rate = purchases / clicks if clicks else None
     lift = rate / overall_rate if rate is not None and overall_rate else None
     lower = wilson_lower(purchases, clicks) / overall_rate if clicks and overall_rate else None
@@ -155,10 +156,21 @@ def keyword_table(frame: pd.DataFrame, *, overall_rate, currency: str, min_df: i
     }
     contents = np.asarray(present.sum(axis=0)).ravel()
     tfidf_sum = np.asarray(weights.sum(axis=0)).ravel()
+    # Only the best ``top`` terms become rows: the bound and the lift for all of them at once.
+    n = columns["clicks"].astype(float)
+    p = np.minimum(columns["purchases"], columns["clicks"]).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phat = np.where(n > 0, p / np.where(n > 0, n, 1), 0.0)
+        z2 = Z * Z
+        safe = np.where(n > 0, n, 1)
+        lower = (phat + z2 / (2 * safe) - Z * np.sqrt(phat * (1 - phat) / safe + z2 / (4 * safe * safe))) / (1 + z2 / safe)
+        lower = np.where(n > 0, np.maximum(lower, 0), 0)
+        lift = np.where(n > 0, columns["purchases"] / safe, 0)
+    candidates = np.lexsort((-columns["clicks"], -lift, -lower))[: top * 2]
     rows = []
-    for i, term in enumerate(terms):
+    for i in candidates:
         row = group_row(
-            str(term), contents=contents[i], clicks=columns["clicks"][i], purchases=columns["purchases"][i],
+            str(terms[i]), contents=contents[i], clicks=columns["clicks"][i], purchases=columns["purchases"][i],
             revenue_minor=columns["revenue_minor"][i], commission_minor=columns["commission_minor"][i],
             overall_rate=overall_rate, currency=currency,
         )
