@@ -60,13 +60,15 @@ def train_segments(merchant_id: int | None = None) -> int:
 
 @shared_task(name="insights.run_content")
 def run_content(merchant_id: int | None = None, days: int = 30) -> int:
-    """Content insights of every merchant (or one) over the last ``days``."""
+    """Content insights of every merchant (or one) over the last ``days``, and the material
+    drafts written from them and handed to the promoters who fit."""
     from .content import content_insights_run
+    from .materials import materials_run
 
     done = 0
     for merchant in _merchants(merchant_id):
         try:
-            content_insights_run(merchant=merchant, days=days)
+            materials_run(run=content_insights_run(merchant=merchant, days=days))
             done += 1
         except Exception:
             logger.exception("content insights of merchant %s not run", merchant.pk)

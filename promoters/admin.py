@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import transaction
 
 from affiliate.admin_actions import export_as_csv
 from affiliate.errors import ServiceValidationError
@@ -32,6 +33,14 @@ class PromoterAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def save_model(self, request, obj, form, change):
+        """A rate changed here is recorded in the rate history like any other change, in the
+        same transaction, so that it applies to events received from now on only."""
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and "commission_rate" in form.changed_data:
+                services.promoter_rate_history_record(promoter=obj, old_rate=form.initial.get("commission_rate"))
 
 
 @admin.register(MerchantMember)

@@ -82,3 +82,25 @@ def test_the_api_patch_records_the_history(api, promoter):
     bad = api.patch(f"/api/v1/promoters/{promoter.pk}/", {"commission_rate": "1.5"}, format="json")
     assert bad.status_code == 400
     assert PromoterRateHistory.objects.filter(promoter=promoter).count() == 2  # nothing for a refused change
+
+
+def test_a_rate_changed_in_the_admin_records_the_history(promoter, client, django_user_model):
+    # Given finance edits Anna's own rate (on the program's rates until now) in the admin
+    root = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(root)
+    url = f"/admin/promoters/promoter/{promoter.pk}/change/"
+    form = client.get(url).context["adminform"].form
+    data = {name: ("" if value is None else value) for name, value in form.initial.items() if name in form.fields}
+    data.update(commission_rate="0.15", user="")
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content[:2000]
+
+    # Then the change is in the history like any other: the rate until now, then 0.15
+    promoter.refresh_from_db()
+    assert promoter.commission_rate == Decimal("0.150000")
+    assert list(PromoterRateHistory.objects.filter(promoter=promoter).values_list("rate", flat=True)) == [None, Decimal("0.150000")]
+
+    # And saving the form again without a rate change records nothing more
+    data.update(commission_rate="0.15", name="Anna B.")
+    assert client.post(url, data).status_code == 302
+    assert PromoterRateHistory.objects.filter(promoter=promoter).count() == 2
