@@ -15,4 +15,7 @@ urlpatterns = [
     path("programs/<int:program_id>/settings/", views.program_settings, name="program-settings"),
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/<int:promoter_id>/", views.approval_decide, name="approval-decide"),
+    path("insights/", views.insights_value, name="insights"),
+    path("insights/segments/", views.insights_segments, name="insights-segments"),
+    path("insights/content/", views.insights_content, name="insights-content"),
 ]

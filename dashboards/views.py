@@ -25,6 +25,7 @@ from affiliate.errors import ServiceValidationError
 from attribution.selectors import event_journey
 from promoters import services as promoter_services
 
+from . import insight_selectors as insight_reads
 from . import selectors as reads
 from .forms import ConversionFilterForm, ProgramSettingsForm, RangeForm
 
@@ -240,3 +241,36 @@ def approval_decide(request, promoter_id: int):
     else:
         messages.success(request, f"{promoter.name} is rejected: their account stays inactive.")
     return redirect("merchant:approvals")
+
+
+# --- Insights -------------------------------------------------------------------------
+
+
+@require_GET
+@merchant_page
+def insights_value(request):
+    """LTV, CAC and LTV/CAC by channel and promoter (the latest run), and the rate-change log."""
+    programs = reads.programs(request.merchant)
+    if not programs:
+        return _no_programs(request)
+    program = programs[0]
+    if request.GET.get("program"):
+        program = next((p for p in programs if str(p.pk) == request.GET["program"]), None)
+        if program is None:  # another merchant's program, or none
+            raise Http404
+    context = {"program": program, "programs": programs, **insight_reads.value_page(request.merchant, program),
+               "changes": insight_reads.rate_log(request.merchant)}
+    return render(request, "merchant/insights_value.html", context)
+
+
+@require_GET
+@merchant_page
+def insights_segments(request):
+    return render(request, "merchant/insights_segments.html", insight_reads.segments_page(request.merchant))
+
+
+@require_GET
+@merchant_page
+def insights_content(request):
+    return render(request, "merchant/insights_content.html", insight_reads.content_page(request.merchant))
+

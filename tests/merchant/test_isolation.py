@@ -111,11 +111,12 @@ def every_page(world) -> list[tuple[str, str]]:
         ("get", "/merchant/programs/"), ("get", f"/merchant/programs/{world.program.pk}/settings/"),
         ("post", f"/merchant/programs/{world.program.pk}/settings/"), ("get", "/merchant/approvals/"),
         ("post", f"/merchant/approvals/{world.pia.pk}/"), ("post", "/merchant/switch/"),
+        ("get", "/merchant/insights/"), ("get", "/merchant/insights/segments/"), ("get", "/merchant/insights/content/"),
     ]
 
 
 def test_every_page_is_listed():
-    assert len(merchant_urls.urlpatterns) == 10  # every_page covers each, settings with GET and POST
+    assert len(merchant_urls.urlpatterns) == 13  # every_page covers each, settings with GET and POST
 
 
 def test_a_promoters_login_gets_403_on_every_merchant_page(world):
