@@ -100,7 +100,7 @@ K_RANGE = range(2, 7)
 MIN_PROMOTERS = 10
 SILHOUETTE_SAMPLE = 10_000
 RANDOM_STATE = 0
-N_INIT = 10
+N_INIT = 4
 
 NOVICES = "novices"
 INACTIVE = "inactive"
@@ -452,7 +452,7 @@ def segment_summary(model: SegmentModel) -> str:
     """One paragraph for the commands: version, k, silhouette, sizes by name, plan changes."""
     if model.status == SegmentModel.Status.FAILED:
         return f"v{model.version} failed: {model.error}"
-    sizes = ", ".join(f"{name} {n}" for name, n in model.metrics.get("sizes", {}).items())
+    sizes = ", ".join(f"{name} {n}" for name, n in sorted(model.metrics.get("sizes", {}).items()))
     changes = getattr(model, "applied_changes", [])
     moves: dict[tuple[str, str], int] = {}
     for change in changes:

@@ -423,7 +423,25 @@ def test_commands_print_the_result(merchant, monkeypatch):
     call_command("segments_train", "--merchant", str(merchant.pk), stdout=StringIO())
     out = StringIO()
     call_command("segments_rollback", "--merchant", str(merchant.pk), "--version", "1", stdout=out)
-    assert "v1 live: k=3" in out.getvalue() and "plan changes: 0" in out.getvalue()
+    # Read back from the database (PostgreSQL reorders JSON keys): the sizes still come sorted.
+    assert "v1 live: k=3" in out.getvalue()
+    assert "sizes: at_risk 10, novices 10, stars 10; plan changes: 0" in out.getvalue()
 
     with pytest.raises(CommandError, match="No segment model with this version."):
         call_command("segments_rollback", "--merchant", str(merchant.pk), "--version", "7", stdout=StringIO())
+
+
+def test_train_command_for_every_merchant_reports_failures(merchant, other_merchant, monkeypatch):
+    plant(merchant, per_group=10)
+    shop = Shop(other_merchant, ProgramFactory(merchant=other_merchant))
+    (lonely,) = shop.promoters([("lonely", 100)])
+    shop.clicks([(lonely, 1, False, False)])
+    monkeypatch.setattr(segments.timezone, "now", lambda: NOW)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError, match=f"Training failed for merchant\\(s\\) {other_merchant.pk}; the live models were kept."):
+        call_command("segments_train", stdout=out, stderr=err)
+
+    assert "v1 live: k=3" in out.getvalue()
+    assert "v1 failed: Too few promoters with clicks to train on: 1 (at least 10)." in err.getvalue()
+    assert dict(SegmentModel.objects.values_list("merchant_id", "status")) == {merchant.pk: "live", other_merchant.pk: "failed"}
