@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -243,6 +244,24 @@ def test_same_names_get_suffixes_larger_cluster_first():
     # Clusters 0, 1 and 3 are all stars: 3 is the largest, then 0 and 1 tie on size (lower number first).
     names = cluster_names([star, star, steady, star], sizes=[5, 5, 9, 12], features=FEATURES)
     assert names == {0: "stars_2", 1: "stars_3", 2: "steady", 3: "stars"}
+
+
+def test_fit_picks_k_by_silhouette_on_a_sample_when_there_are_many(monkeypatch):
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0] * 7, [10.0] * 7, [0.0, 10.0] * 3 + [0.0]])
+    values = np.vstack([rng.normal(c, 0.5, size=(100, 7)) for c in centres])
+    monkeypatch.setattr(segments, "SILHOUETTE_SAMPLE", 50)  # 300 promoters: more than the sample
+
+    fit = segments.fit_segments(values)
+
+    assert fit.k == 3
+    assert sorted(np.bincount(fit.labels).tolist()) == [100, 100, 100]
+    scaled = StandardScaler().fit_transform(values)
+    assert fit.silhouette == silhouette_score(scaled, fit.labels, sample_size=50, random_state=0)
+    assert fit.silhouette == max(fit.silhouettes.values()) and sorted(fit.silhouettes) == [2, 3, 4, 5, 6]
 
 
 # --- Training, versions, failures -------------------------------------------------------------
