@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -35,7 +35,7 @@ from django.utils import timezone
 from affiliate.errors import ServiceValidationError
 from affiliate.models import Merchant, Program
 from promoters.models import Promoter
-from promoters.services import promoter_update
+from promoters.services import promoter_rates_set, promoter_update
 
 from .models import InsightRun, RateChange, RateFreeze, RateRule
 from .value import value_compute
@@ -55,6 +55,7 @@ class Decision:
     new_rate: Decimal | None  # None: no change
     kind: str | None  # raise, lower or None
     reason: str
+    own_rate: Decimal | None = None  # the promoter's own rate as it was read (None: the program's rates)
 
     @property
     def changes(self) -> bool:
@@ -117,7 +118,7 @@ def rate_decisions(*, program: Program, rule: RateRule, now: datetime | None = N
             reason = f"changed on {last_change[pk]:%Y-%m-%d}, within the {rule.cooldown_days}-day cool-down"
         else:
             new_rate, kind, reason = decide(ratio=ratio, customers=customers, rate=rate, rule=rule)
-        decisions.append(Decision(pk, name, customers, ltv, cac, ratio, rate, new_rate, kind, reason))
+        decisions.append(Decision(pk, name, customers, ltv, cac, ratio, rate, new_rate, kind, reason, own_rate))
     return decisions
 
 
@@ -128,24 +129,39 @@ def rates_preview(*, program: Program, now: datetime | None = None) -> list[Deci
 
 
 def rates_apply(*, program: Program, now: datetime | None = None) -> list[RateChange]:
-    """Apply the program's active rule: each change through ``promoter_update``, with its
-    ``RateChange`` row, in a transaction of its own; then a note to the promoter. A promoter
-    whose rate changed meanwhile is skipped. Returns the changes (in promoter order)."""
+    """Apply the program's active rule: every change at once, in one transaction, through
+    ``promoters.services.promoter_rates_set`` (the rates and their history) with a
+    ``RateChange`` row each; then a note to each promoter. A promoter whose rate or status
+    changed since it was decided on is left alone. Returns the changes (in promoter order)."""
     rule = active_rule(program)
     if rule is None:
         return []
     began = time.monotonic()
     decisions = rate_decisions(program=program, rule=rule, now=now)
     settings_now = rule_settings(rule)
-    changes = []
-    for decision in decisions:
-        if not decision.changes:
-            continue
-        change = _apply_one(program, decision, settings_now)
-        if change is not None:
-            changes.append(change)
-    for change in changes:
-        _notify(change)
+    wanted = {d.promoter_id: d for d in decisions if d.changes}
+    changes: list[RateChange] = []
+    if wanted:
+        with transaction.atomic():
+            changed = promoter_rates_set(
+                merchant=program.merchant,
+                expected={pk: d.own_rate for pk, d in wanted.items()},
+                rates={pk: d.new_rate for pk, d in wanted.items()},
+            )
+            skipped = set(wanted) - set(changed)
+            if skipped:
+                logger.info("rates of promoters %s changed meanwhile: left alone", sorted(skipped))
+            changes = RateChange.objects.bulk_create(
+                [
+                    RateChange(
+                        program=program, promoter_id=pk, kind=wanted[pk].kind, old_rate=wanted[pk].own_rate,
+                        new_rate=wanted[pk].new_rate, metrics=_metrics(wanted[pk]), rule=settings_now, reason=wanted[pk].reason,
+                    )
+                    for pk in changed
+                ],
+                batch_size=5000,
+            )
+    _notify_many(changes)
     InsightRun.objects.create(
         merchant_id=program.merchant_id, kind=InsightRun.Kind.RATES, window_days=rule.window_days,
         # The changes in full; the promoters left alone only counted (a program has up to 100,000).
@@ -156,44 +172,42 @@ def rates_apply(*, program: Program, now: datetime | None = None) -> list[RateCh
     return changes
 
 
-@transaction.atomic
-def _apply_one(program: Program, decision: Decision, rule: dict) -> RateChange | None:
-    _lock_merchant(program.merchant_id)  # in promoter_update's order: the merchant, then the promoter
-    promoter = Promoter.objects.select_for_update().get(pk=decision.promoter_id)
-    current = promoter.commission_rate if promoter.commission_rate is not None else program.first_purchase_rate
-    if current != decision.old_rate or promoter.status != Promoter.Status.ACTIVE:
-        logger.info("rate of promoter %s changed meanwhile: left alone", promoter.pk)
-        return None
-    old_raw = promoter.commission_rate
-    promoter = promoter_update(promoter=promoter, commission_rate=str(decision.new_rate))
-    return RateChange.objects.create(
-        program=program, promoter=promoter, kind=decision.kind, old_rate=old_raw, new_rate=decision.new_rate,
-        metrics=_metrics(decision),
-        rule=rule, reason=decision.reason,
-    )
-
-
 def _metrics(decision: Decision) -> dict:
     figures = decision_json(decision)
     return {"customers": figures["customers"], "ltv": figures["ltv"], "cac": figures["cac"],
             "ltv_cac": figures["ratio"], "old_rate": figures["old_rate"]}
 
 
-def _notify(change: RateChange) -> None:
-    """Tell the promoter; ``notified_at`` only once the mail went out (a failure is logged)."""
-    promoter = change.promoter
+def _note(change: RateChange, promoter: Promoter, program: Program) -> EmailMessage:
     shown = lambda rate: "the program's rates" if rate is None else f"{rate * 100:.2f}%"  # noqa: E731
     body = (
-        f"Hello {promoter.name},\n\nYour commission rate in {change.program.name} changes from {shown(change.old_rate)} "
+        f"Hello {promoter.name},\n\nYour commission rate in {program.name} changes from {shown(change.old_rate)} "
         f"to {shown(change.new_rate)}, for conversions received from now on.\nWhy: {change.reason}.\n"
     )
-    try:
-        send_mail("Your commission rate has changed", body, settings.DEFAULT_FROM_EMAIL, [promoter.email])
-    except Exception:  # the change stands; the note can be sent again
-        logger.exception("could not notify promoter %s of rate change %s", promoter.pk, change.pk)
+    return EmailMessage("Your commission rate has changed", body, settings.DEFAULT_FROM_EMAIL, [promoter.email])
+
+
+def _notify(change: RateChange) -> None:
+    _notify_many([change])
+
+
+def _notify_many(changes: list[RateChange]) -> None:
+    """Tell each promoter, over one mail connection; ``notified_at`` is set once the notes
+    went out (a failure is logged: the changes stand, the notes can be sent again)."""
+    if not changes:
         return
-    change.notified_at = timezone.now()
-    RateChange.objects.filter(pk=change.pk).update(notified_at=change.notified_at)
+    promoters = Promoter.objects.in_bulk([c.promoter_id for c in changes])
+    programs = Program.objects.in_bulk({c.program_id for c in changes})
+    messages = [_note(c, promoters[c.promoter_id], programs[c.program_id]) for c in changes]
+    try:
+        get_connection(fail_silently=False).send_messages(messages)
+    except Exception:
+        logger.exception("could not notify the promoters of %s rate change(s)", len(changes))
+        return
+    notified_at = timezone.now()
+    for change in changes:
+        change.notified_at = notified_at
+    RateChange.objects.filter(pk__in=[c.pk for c in changes]).update(notified_at=notified_at)
 
 
 def decision_json(decision: Decision) -> dict:

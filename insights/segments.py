@@ -55,7 +55,7 @@ Plans: ``SegmentPlan`` maps a segment name to a payout plan; a merchant without 
 the defaults on its first training (stars: immediate; novices: guaranteed; every other
 name of the rule: standard). A suffixed name (``stars_2``) has no row unless the merchant
 adds one, and its promoters keep their plan. Plans change only through
-``promoters.services.promoter_update``, each with a ``PlanChange`` row.
+``promoters.services.promoter_plans_set`` (all at once), each with a ``PlanChange`` row.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from affiliate.models import Click, ConversionEvent, Merchant
 from affiliate.money import minor_digits
 from attribution.models import Credit
 from promoters.models import Promoter
-from promoters.services import promoter_update
+from promoters.services import promoter_plans_set
 
 from .models import PlanChange, PromoterSegment, SegmentModel, SegmentPlan
 
@@ -318,7 +318,8 @@ def _ensure_default_plans(merchant: Merchant) -> None:
 
 def _apply_plans(model: SegmentModel) -> list[PlanChange]:
     """Give each promoter of ``model`` its segment's plan where it differs (through the
-    promoters service), with a ``PlanChange`` row each. Segments without a plan row: untouched."""
+    promoters service, all at once), with a ``PlanChange`` row each. Segments without a plan
+    row: untouched."""
     merchant = model.merchant
     plans = dict(SegmentPlan.objects.filter(merchant=merchant).values_list("segment", "payout_plan"))
     todo = [
@@ -326,15 +327,14 @@ def _apply_plans(model: SegmentModel) -> list[PlanChange]:
         for promoter_id, segment, old in model.assignments.values_list("promoter_id", "segment", "promoter__payout_plan")
         if segment in plans and plans[segment] != old
     ]
-    changes = []
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        promoters = Promoter.objects.in_bulk([row[0] for row in chunk])
-        for promoter_id, segment, old, new in chunk:
-            promoter = promoters[promoter_id]
-            promoter.merchant = merchant
-            promoter_update(promoter=promoter, payout_plan=new)
-            changes.append(PlanChange(promoter_id=promoter_id, model=model, segment=segment, old_plan=old, new_plan=new))
+    # All at once through the promoters service (a first training changes thousands); a
+    # promoter whose plan already is the new one by now is not changed and gets no row.
+    before = promoter_plans_set(merchant=merchant, plans={promoter_id: new for promoter_id, _, _, new in todo})
+    changes = [
+        PlanChange(promoter_id=promoter_id, model=model, segment=segment, old_plan=before[promoter_id], new_plan=new)
+        for promoter_id, segment, _, new in todo
+        if promoter_id in before
+    ]
     PlanChange.objects.bulk_create(changes, batch_size=CHUNK)
     return changes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -176,6 +177,60 @@ def promoter_rate_history_record(*, promoter: Promoter, old_rate, at=None) -> Pr
     if not PromoterRateHistory.objects.filter(promoter=promoter).exists():
         PromoterRateHistory.objects.create(promoter=promoter, rate=old_rate, effective_from=min(promoter.created_at, at))
     return PromoterRateHistory.objects.create(promoter=promoter, rate=new_rate, effective_from=at)
+
+
+def promoter_rates_set(*, merchant: Merchant, expected: dict[int, Decimal | None], rates: dict[int, Decimal | None], at=None) -> list[int]:
+    """Set many promoters' own rates at once (a daily rates job changes thousands): each
+    promoter in ``rates`` whose own rate is still ``expected[id]`` and who is still active
+    gets ``rates[id]``, with its rate history, as ``promoter_update`` would write them one by
+    one; the others are left alone. Returns the ids changed. Under the merchant's lock, in
+    the caller's transaction (or one of its own)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        _lock_tree(merchant)
+        current = {
+            pk: (rate, created_at)
+            for pk, rate, created_at in Promoter.objects.select_for_update()
+            .filter(merchant=merchant, pk__in=list(rates), status=Promoter.Status.ACTIVE)
+            .order_by("id")
+            .values_list("id", "commission_rate", "created_at")
+        }
+        changed = [pk for pk in sorted(rates) if pk in current and current[pk][0] == expected.get(pk) and rates[pk] != expected.get(pk)]
+        if not changed:
+            return []
+        promoters = [Promoter(pk=pk, commission_rate=rates[pk], updated_at=at) for pk in changed]
+        Promoter.objects.bulk_update(promoters, ["commission_rate", "updated_at"], batch_size=2000)
+        with_history = set(PromoterRateHistory.objects.filter(promoter_id__in=changed).values_list("promoter_id", flat=True).distinct())
+        history = []
+        for pk in changed:
+            if pk not in with_history:  # the rate it had until now, from its creation
+                history.append(PromoterRateHistory(promoter_id=pk, rate=current[pk][0], effective_from=min(current[pk][1], at)))
+            history.append(PromoterRateHistory(promoter_id=pk, rate=rates[pk], effective_from=at))
+        PromoterRateHistory.objects.bulk_create(history, batch_size=5000)
+    return changed
+
+
+def promoter_plans_set(*, merchant: Merchant, plans: dict[int, str], at=None) -> dict[int, str]:
+    """Set many promoters' payout plans at once (a segment model's first training changes
+    thousands): each of the merchant's promoters in ``plans`` whose plan differs gets its
+    new one; returns the plans they had, by id, for those changed. Under the merchant's
+    lock, in the caller's transaction (or one of its own)."""
+    unknown = set(plans.values()) - set(Promoter.PayoutPlan.values)
+    if unknown:
+        raise ServiceValidationError({"payout_plan": [f"Choose one of: {', '.join(Promoter.PayoutPlan.values)}."]})
+    at = at or timezone.now()
+    with transaction.atomic():
+        _lock_tree(merchant)
+        old = {
+            pk: plan
+            for pk, plan in Promoter.objects.select_for_update().filter(merchant=merchant, pk__in=list(plans))
+            .order_by("id").values_list("id", "payout_plan")
+            if plan != plans[pk]
+        }
+        Promoter.objects.bulk_update(
+            [Promoter(pk=pk, payout_plan=plans[pk], updated_at=at) for pk in sorted(old)], ["payout_plan", "updated_at"], batch_size=2000
+        )
+    return old
 
 
 def _lock_tree(merchant: Merchant) -> None:
