@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEV_ENV := DEBUG=1
 
-.PHONY: run test install install-dev migrate demo serve lint bench-redirect bench-credit bench-close bench-portal clean
+.PHONY: run test install install-dev migrate demo serve lint bench-redirect bench-credit bench-close bench-portal bench-insights clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found); set PYTHON=/path/to/python3.11"; exit 1; }
@@ -49,6 +49,9 @@ bench-close: install-dev
 
 bench-portal: install-dev
 	$(PY) bench/portal.py
+
+bench-insights: install-dev
+	$(PY) bench/insights.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
