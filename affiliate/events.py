@@ -539,7 +539,8 @@ def _process_one_by_one(limit: int, failed: set[int]) -> int:
 
 
 def _queued():
-    return ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).order_by("received_at", "id")
+    """The queued events, oldest first (ids are drawn as events are received)."""
+    return ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).order_by("id")
 
 
 def event_process(*, event_id: int) -> ConversionEvent | None:
@@ -565,13 +566,19 @@ def events_process(*, event_ids) -> dict[int, ConversionEvent]:
 
 def events_process_next(*, limit: int, exclude=()) -> list[int]:
     """Claim up to ``limit`` queued events, oldest first, skipping those another worker
-    holds, and process them in one transaction; return their ids."""
+    holds, and process them in one transaction; return their ids.
+
+    The claim reads the ids alone, from the index of queued events (``event_queued``), and
+    the events and their customers are then loaded by primary key: a join in the claim
+    would let the planner hash a whole table of customers on every claim whenever its
+    statistics lag behind (a table that was empty at the last ANALYZE)."""
     with transaction.atomic():
-        found = list(
-            _queued().select_for_update(of=("self",), skip_locked=True).select_related("customer").exclude(pk__in=exclude)[:limit]
+        ids = list(
+            _queued().select_for_update(skip_locked=True).exclude(pk__in=exclude).values_list("pk", flat=True)[:limit]
         )
+        found = list(ConversionEvent.objects.select_related("customer").filter(pk__in=ids).order_by("pk")) if ids else []
         _process(found)
-    return [e.pk for e in found]
+    return ids
 
 
 def _process(todo: list[ConversionEvent]) -> None:

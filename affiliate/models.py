@@ -312,6 +312,9 @@ class ConversionEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "received_at"], name="event_status_received"),
+            # What the drainers claim, oldest first: only the queued events are in it, so a
+            # claim reads the few it takes, however long the table and whatever its statistics.
+            models.Index(fields=["id"], condition=Q(status="queued"), name="event_queued"),
             models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
             models.Index(fields=["program", "occurred_at"], name="event_program_time"),
             # The merchant's conversions list, newest first: read in order, not sorted.
