@@ -92,7 +92,7 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
     span = int((now - start).total_seconds())
 
     # Customers and their events: registration, a first purchase, repeats, a few refunds.
-    customers = events * 35 // 100
+    customers = events * 36 // 100  # about 2.8 events each: enough for the events asked
     weights = quality[1:]
     leaf_of = [0] + rng.choices(range(1, promoters + 1), weights=weights, k=customers)
     timings: dict[str, float] = {}

@@ -91,10 +91,15 @@ def decide(*, ratio: Decimal | None, customers: Decimal, rate: Decimal, rule: Ra
     return None, None, f"LTV/CAC {ratio} between {rule.lower_at} and {rule.raise_at}"
 
 
-def rate_decisions(*, program: Program, rule: RateRule, now: datetime | None = None) -> list[Decision]:
-    """What the rule decides for every promoter of the program (reads only), by promoter id."""
+def rate_decisions(*, program: Program, rule: RateRule, now: datetime | None = None, value_tables=None) -> list[Decision]:
+    """What the rule decides for every promoter of the program (reads only), by promoter id.
+    ``value_tables``: the merchant's LTV/CAC tables over the rule's window, just computed
+    (``insights_run`` computes them once for both jobs); otherwise computed here."""
     now = now or timezone.now()
-    table = value_compute(program=program, window_days=rule.window_days, now=now).promoters
+    if value_tables is not None:
+        table = value_tables.promoters[value_tables.promoters["program_id"] == program.pk]
+    else:
+        table = value_compute(program=program, window_days=rule.window_days, now=now).promoters
     figures = {row.promoter_id: row for row in table.itertuples(index=False)}
     frozen = set(RateFreeze.objects.filter(promoter__program=program).values_list("promoter_id", flat=True))
     last_change = dict(
@@ -128,8 +133,9 @@ def rates_preview(*, program: Program, now: datetime | None = None) -> list[Deci
     return rate_decisions(program=program, rule=rule, now=now) if rule else []
 
 
-def rates_apply(*, program: Program, now: datetime | None = None) -> list[RateChange]:
-    """Apply the program's active rule: every change at once, in one transaction, through
+def rates_apply(*, program: Program, now: datetime | None = None, value_tables=None) -> list[RateChange]:
+    """Apply the program's active rule (on ``value_tables`` when given: the merchant's
+    LTV/CAC tables over the rule's window, just computed): every change at once, in one transaction, through
     ``promoters.services.promoter_rates_set`` (the rates and their history) with a
     ``RateChange`` row each; then a note to each promoter. A promoter whose rate or status
     changed since it was decided on is left alone. Returns the changes (in promoter order)."""
@@ -137,7 +143,7 @@ def rates_apply(*, program: Program, now: datetime | None = None) -> list[RateCh
     if rule is None:
         return []
     began = time.monotonic()
-    decisions = rate_decisions(program=program, rule=rule, now=now)
+    decisions = rate_decisions(program=program, rule=rule, now=now, value_tables=value_tables)
     settings_now = rule_settings(rule)
     wanted = {d.promoter_id: d for d in decisions if d.changes}
     changes: list[RateChange] = []

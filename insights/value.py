@@ -305,6 +305,8 @@ def value_run(*, merchant: Merchant, window_days: int = 90, now: datetime | None
     tables = value_compute_merchant(merchant=merchant, window_days=window_days, now=now, horizon_months=horizon_months)
     results = tables_json(tables)
     results["horizon_months"] = horizon_months
-    return InsightRun.objects.create(
+    run = InsightRun.objects.create(
         merchant=merchant, kind=InsightRun.Kind.VALUE, window_days=window_days, results=results, seconds=time.monotonic() - began
     )
+    run.tables = tables  # not stored: for a job that runs next on the same figures (the rates)
+    return run

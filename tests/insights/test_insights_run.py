@@ -50,3 +50,15 @@ def test_runs_every_job_and_reports_each(world):  # noqa: F811
 def test_an_unknown_merchant_is_an_error():
     with pytest.raises(CommandError, match="No merchant with id 999999"):
         call_command("insights_run", merchant=999999, stdout=io.StringIO())
+
+
+def test_rates_on_tables_just_computed_decide_as_on_their_own(world):  # noqa: F811
+    from insights.rates import rate_decisions
+    from insights.value import value_run
+
+    rule = RateRule.objects.create(program=world.program, min_customers=1)
+    run = value_run(merchant=world.merchant, window_days=rule.window_days)
+    shared = rate_decisions(program=world.program, rule=rule, value_tables=run.tables)
+    alone = rate_decisions(program=world.program, rule=rule)
+    assert shared == alone
+    assert [(d.name, d.kind, str(d.new_rate)) for d in shared if d.changes] == [("Pia", "raise", "0.110000")]

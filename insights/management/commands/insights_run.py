@@ -53,13 +53,23 @@ class Command(BaseCommand):
     def _merchant(self, merchant: Merchant, window_days: int, content_days: int) -> None:
         self.stdout.write(f"merchant {merchant.pk} ({merchant.name})")
 
+        computed = {}
+
         def value():
             run = value_run(merchant=merchant, window_days=window_days)
+            computed["tables"] = run.tables
             results = run.results
             return f"run {run.pk}: {len(results.get('promoters', []))} promoters, {len(results.get('channels', []))} channels"
 
         def rates():
-            changes = [change for program in programs_with_rules().filter(merchant=merchant) for change in rates_apply(program=program)]
+            # On the tables just computed when the rule looks over the same window.
+            changes = [
+                change
+                for program in programs_with_rules().filter(merchant=merchant).select_related("rate_rule")
+                for change in rates_apply(
+                    program=program, value_tables=computed.get("tables") if program.rate_rule.window_days == window_days else None
+                )
+            ]
             raised = sum(1 for change in changes if change.kind == "raise")
             return f"{len(changes)} rate changes ({raised} raised, {len(changes) - raised} lowered)"
 
