@@ -28,6 +28,7 @@ migrate: install
 
 demo: migrate
 	$(DEV_ENV) $(PY) manage.py load_demo --base-url http://$(HOST):$(PORT)
+	$(DEV_ENV) $(PY) manage.py insights_run
 
 run: demo
 	$(DEV_ENV) $(PY) manage.py runserver $(HOST):$(PORT)
