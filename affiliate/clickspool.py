@@ -280,6 +280,7 @@ def parse(data: bytes, path: Path | None = None) -> list[list]:
 
 def store(rows: list[list], *, using: str | None = None) -> None:
     """Store spooled clicks (and their visitors) in one transaction; safe to repeat."""
+    from . import fraud
     from .models import Click, Visitor
 
     using = using or router.db_for_write(Click)
@@ -293,17 +294,24 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             "CREATE TEMP TABLE IF NOT EXISTS click_spool_batch ("
             " id uuid, visitor_id uuid, new_visitor boolean, link_id bigint, merchant_id bigint,"
             " program_id bigint, promoter_id bigint, created_at timestamptz, user_agent text, referrer text,"
-            " ip_hash text, sub1 text, sub2 text, sub3 text, sub4 text, sub5 text, duplicate_seconds integer"
+            " ip_hash text, sub1 text, sub2 text, sub3 text, sub4 text, sub5 text, duplicate_seconds integer,"
+            " bot_reason text"
             ") ON COMMIT DELETE ROWS"
         )
         cursor.execute("DELETE FROM click_spool_batch")  # empty but inside an enclosing transaction
         with cursor.cursor.copy(
             "COPY click_spool_batch (id, visitor_id, new_visitor, link_id, merchant_id, program_id, promoter_id,"
-            " created_at, user_agent, referrer, ip_hash, sub1, sub2, sub3, sub4, sub5, duplicate_seconds) FROM STDIN"
+            " created_at, user_agent, referrer, ip_hash, sub1, sub2, sub3, sub4, sub5, duplicate_seconds, bot_reason)"
+            " FROM STDIN"
         ) as copy:
             for v in rows:
+                # A known bot (fraud.bot_reason, cached per user agent): decided here, not in
+                # the redirect, so that the spool's lines keep their format.
                 copy.write_row(
-                    (v[0], v[1], bool(v[2]), v[3], v[4], v[5], v[6], _EPOCH + dt.timedelta(microseconds=v[7]), *v[8:])
+                    (
+                        v[0], v[1], bool(v[2]), v[3], v[4], v[5], v[6], _EPOCH + dt.timedelta(microseconds=v[7]),
+                        *v[8:], fraud.bot_reason(v[8]),
+                    )
                 )
         cursor.execute(
             f"INSERT INTO {visitor_table} (id, first_seen_at) SELECT visitor_id, min(created_at) FROM click_spool_batch "
@@ -324,17 +332,46 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             f"INSERT INTO {click_table} (id, link_id, merchant_id, program_id, promoter_id, visitor_id, created_at,"
             f" user_agent, referrer, ip_hash, sub1, sub2, sub3, sub4, sub5, is_fraud, is_duplicate, flag_reason) "
             f"SELECT b.id, b.link_id, b.merchant_id, b.program_id, b.promoter_id, b.visitor_id, b.created_at,"
-            f" b.user_agent, b.referrer, b.ip_hash, b.sub1, b.sub2, b.sub3, b.sub4, b.sub5, false, d.dup,"
-            f" CASE WHEN d.dup THEN 'repeat click within ' || b.duplicate_seconds || 's' ELSE '' END "
+            f" b.user_agent, b.referrer, b.ip_hash, b.sub1, b.sub2, b.sub3, b.sub4, b.sub5, b.bot_reason <> '', d.dup,"
+            f" CASE WHEN b.bot_reason <> '' THEN b.bot_reason"
+            f" WHEN d.dup THEN 'repeat click within ' || b.duplicate_seconds || 's' ELSE '' END "
             f"FROM click_spool_batch b CROSS JOIN LATERAL (SELECT {duplicate} AS dup) d "
             f"ORDER BY b.created_at, b.id ON CONFLICT (id) DO NOTHING"
         )
         # Clicks stored before this batch that one of its clicks precedes within the window.
+        # (A fraud reason stays: it names the fraud even on a duplicate.)
         cursor.execute(
-            f"UPDATE {click_table} s SET is_duplicate = true, flag_reason = 'repeat click within ' || b.duplicate_seconds || 's' "
+            f"UPDATE {click_table} s SET is_duplicate = true, flag_reason = CASE WHEN s.is_fraud THEN s.flag_reason "
+            f"ELSE 'repeat click within ' || b.duplicate_seconds || 's' END "
             f"FROM click_spool_batch b WHERE s.visitor_id = b.visitor_id AND s.link_id = b.link_id AND b.duplicate_seconds > 0 "
             f"AND NOT s.is_duplicate AND (s.created_at, s.id) > (b.created_at, b.id) "
             f"AND s.created_at <= b.created_at + make_interval(secs => b.duplicate_seconds)"
+        )
+        _flag_floods(cursor, click_table)
+
+
+def _flag_floods(cursor, click_table: str) -> None:
+    """The flood rule (affiliate/fraud.py) over the batch's clicks and the stored clicks that
+    its clicks precede within the window (files reach the database in any order): a click is
+    a flood when its visitor (first) or its IP clicked its link the limit's number of times
+    within the window before it (by time, then id), as ``services.click_record`` decides one
+    click at a time. A click flagged already, or cleared by hand, is left as it is."""
+    from . import fraud
+
+    limit, seconds = fraud.flood_settings()
+    if not limit:
+        return
+    for key, by, guard in (("visitor_id", "visitor", "true"), ("ip_hash", "IP", "b.ip_hash <> ''")):
+        cursor.execute(
+            f"UPDATE {click_table} s SET is_fraud = true, flag_reason = %s "
+            f"FROM (SELECT DISTINCT c.id FROM click_spool_batch b JOIN {click_table} c ON c.{key} = b.{key} "
+            f"AND c.link_id = b.link_id AND c.created_at >= b.created_at "
+            f"AND c.created_at <= b.created_at + make_interval(secs => %s) WHERE {guard}) todo "
+            f"WHERE s.id = todo.id AND NOT s.is_fraud AND s.flag_reason NOT LIKE %s "
+            f"AND (SELECT count(*) FROM (SELECT 1 FROM {click_table} e WHERE e.{key} = s.{key} AND e.link_id = s.link_id "
+            f"AND e.created_at >= s.created_at - make_interval(secs => %s) AND (e.created_at, e.id) < (s.created_at, s.id) "
+            f"LIMIT %s) x) >= %s",
+            [fraud.flood_reason(by, limit, seconds), seconds, fraud.CLEARED_PREFIX + "%", seconds, limit, limit],
         )
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
-from . import money
+from . import fraud, money
 from .auth import digest, new_api_key
 from .errors import ServiceValidationError
 from .models import Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor
@@ -329,9 +329,14 @@ def click_record(
         **click_browser_fields(ip=ip, user_agent=user_agent, referrer=referrer, subs=subs),
     }
     duplicate_seconds = 0 if new_visitor else target.duplicate_click_seconds
+    # Fraud (affiliate/fraud.py): a known bot, decided here (cached per user agent); a click
+    # flood, decided against the stored clicks, in the same statement as the insert.
+    bot = fraud.bot_reason(values["user_agent"])
     using = router.db_for_write(Click)
     if connections[using].vendor == "postgresql":
-        return _click_insert_postgresql(values, using=using, duplicate_seconds=duplicate_seconds)
+        return _click_insert_postgresql(
+            values, using=using, duplicate_seconds=duplicate_seconds, bot=bot, new_visitor=new_visitor
+        )
     click = Click(**values)
     with transaction.atomic(using=using):
         if new_visitor:
@@ -344,8 +349,27 @@ def click_record(
                 if Click.objects.using(using).filter(visitor_id=visitor_id, link_id=target.id, created_at__gte=since).exists():
                     click.is_duplicate = True
                     click.flag_reason = _duplicate_reason(duplicate_seconds)
+        reason = bot or _flood_reason(using, values, new_visitor=new_visitor)
+        if reason:
+            click.is_fraud, click.flag_reason = True, reason
         click.save(force_insert=True, using=using)
     return click
+
+
+def _flood_reason(using: str, values: dict, *, new_visitor: bool) -> str:
+    """The flood rule for one click about to be stored (the clicks stored so far count)."""
+    limit, seconds = fraud.flood_settings()
+    if not limit:
+        return ""
+    at = values["created_at"]
+    recent = Click.objects.using(using).filter(
+        link_id=values["link_id"], created_at__gte=at - timezone.timedelta(seconds=seconds), created_at__lte=at
+    )
+    if not new_visitor and len(recent.filter(visitor_id=values["visitor_id"]).values_list("pk")[:limit]) >= limit:
+        return fraud.flood_reason("visitor", limit, seconds)
+    if values["ip_hash"] and len(recent.filter(ip_hash=values["ip_hash"]).values_list("pk")[:limit]) >= limit:
+        return fraud.flood_reason("IP", limit, seconds)
+    return ""
 
 
 def _duplicate_reason(seconds: int) -> str:
@@ -370,7 +394,10 @@ def _click_insert_statement(using: str) -> tuple[str, tuple]:
       deferred, so the click's reference to it is checked at the statement's commit.
     * ``dup`` tells whether this visitor clicked this link since the given instant (a NULL
       instant: no duplicate window, nothing to check).
-    * The click insert returns its flag; ``ON CONFLICT (id) DO NOTHING`` makes the statement
+    * ``fl`` is the fraud reason (affiliate/fraud.py): the bot reason given, else a click
+      flood, when this visitor or this IP already clicked this link the limit's number of
+      times within the window (a NULL instant: the rule is off, or a new visitor).
+    * The click insert returns its flags; ``ON CONFLICT (id) DO NOTHING`` makes the statement
       safe to send twice (see ``_click_insert_postgresql``), and the missing row says so."""
     qn = connections[using].ops.quote_name
     opts, visitor_opts = Click._meta, Visitor._meta
@@ -383,27 +410,48 @@ def _click_insert_statement(using: str) -> tuple[str, tuple]:
     for f in fields:
         if f.attname == "is_duplicate":
             values.append("dup.d")
+        elif f.attname == "is_fraud":
+            values.append("fl.r <> ''")
         elif f.attname == "flag_reason":
-            values.append("CASE WHEN dup.d THEN %s ELSE '' END")
+            values.append("CASE WHEN fl.r <> '' THEN fl.r WHEN dup.d THEN %s ELSE '' END")
         else:
             values.append("%s")
+
+    def recent(key: str) -> str:
+        return (
+            f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {col[key]} = %s AND {col['link_id']} = %s "
+            f"AND {col['created_at']} >= %s::timestamptz AND {col['created_at']} <= %s::timestamptz LIMIT %s::integer) x)"
+        )
+
     sql = (
         f"WITH v AS (INSERT INTO {qn(visitor_opts.db_table)} ({qn(visitor_opts.pk.column)}, {qn('first_seen_at')}) "
         f"VALUES (%s, %s) ON CONFLICT DO NOTHING), "
         f"dup AS (SELECT %s::timestamptz IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE {col['visitor_id']} = %s "
-        f"AND {col['link_id']} = %s AND {col['created_at']} >= %s::timestamptz) AS d) "
-        f"INSERT INTO {table} ({', '.join(col[f.attname] for f in fields)}) SELECT {', '.join(values)} FROM dup "
-        f"ON CONFLICT ({col[opts.pk.attname]}) DO NOTHING RETURNING {col['is_duplicate']}"
+        f"AND {col['link_id']} = %s AND {col['created_at']} >= %s::timestamptz) AS d), "
+        f"fl AS (SELECT CASE WHEN %s::text <> '' THEN %s::text "
+        f"WHEN %s::timestamptz IS NOT NULL AND {recent('visitor_id')} >= %s::integer THEN %s::text "
+        f"WHEN %s::timestamptz IS NOT NULL AND {recent('ip_hash')} >= %s::integer THEN %s::text "
+        f"ELSE '' END AS r) "
+        f"INSERT INTO {table} ({', '.join(col[f.attname] for f in fields)}) SELECT {', '.join(values)} FROM dup CROSS JOIN fl "
+        f"ON CONFLICT ({col[opts.pk.attname]}) DO NOTHING RETURNING {col['is_duplicate']}, {col['is_fraud']}, {col['flag_reason']}"
     )
-    order = tuple((f, f.get_internal_type() in _PLAIN_FIELD_TYPES) for f in fields if f.attname != "is_duplicate")
+    order = tuple(
+        (f, f.get_internal_type() in _PLAIN_FIELD_TYPES) for f in fields if f.attname not in ("is_duplicate", "is_fraud")
+    )
     return sql, order
 
 
-def _click_insert_postgresql(values: dict, *, using: str, duplicate_seconds: int) -> Click:
+def _click_insert_postgresql(
+    values: dict, *, using: str, duplicate_seconds: int, bot: str = "", new_visitor: bool = False
+) -> Click:
     connection = connections[using]
     sql, fields = _click_insert_statement(using)
     reason = _duplicate_reason(duplicate_seconds) if duplicate_seconds else ""
-    since = values["created_at"] - timezone.timedelta(seconds=duplicate_seconds) if duplicate_seconds else None
+    at = values["created_at"]
+    since = at - timezone.timedelta(seconds=duplicate_seconds) if duplicate_seconds else None
+    limit, seconds = fraud.flood_settings()
+    flood_since = at - timezone.timedelta(seconds=seconds) if limit else None
+    visitor_since = None if new_visitor else flood_since
     row = []
     for f, plain in fields:
         if f.attname == "flag_reason":
@@ -412,7 +460,14 @@ def _click_insert_postgresql(values: dict, *, using: str, duplicate_seconds: int
         value = values[f.attname] if f.attname in values else f.get_default()
         values[f.attname] = value
         row.append(value if plain else f.get_db_prep_save(value, connection))
-    params = [values["visitor_id"], values["created_at"], since, values["visitor_id"], values["link_id"], since, *row]
+    visitor, link, ip = values["visitor_id"], values["link_id"], values["ip_hash"]
+    params = [
+        visitor, at, since, visitor, link, since,
+        bot, bot,
+        visitor_since, visitor, link, visitor_since, at, limit, limit, fraud.flood_reason("visitor", limit, seconds),
+        flood_since if ip else None, ip, link, flood_since, at, limit, limit, fraud.flood_reason("IP", limit, seconds),
+        *row,
+    ]
 
     # Sent on the connection Django manages, in autocommit (so committed when it returns),
     # or in the caller's transaction when there is one.
@@ -421,14 +476,14 @@ def _click_insert_postgresql(values: dict, *, using: str, duplicate_seconds: int
         # Nothing inserted: a click with this id exists already. Only a retry after a lost
         # answer can cause that (see below); anything else is a genuine id collision.
         raise IntegrityError("A click with this id already exists.")
-    values["is_duplicate"] = inserted
-    values["flag_reason"] = reason if inserted else ""
+    values["is_duplicate"], values["is_fraud"], values["flag_reason"] = inserted
     # As the ORM builds a fetched row (positional, the cheaper way): a saved Click.
     return Click.from_db(using, None, [values[f.attname] for f in Click._meta.concrete_fields])
 
 
 def _execute_click_statement(connection, sql: str, params: list, *, click_id: uuid.UUID):
-    """Run the click statement; return the stored is_duplicate flag, or None if no row was inserted.
+    """Run the click statement; return the stored (is_duplicate, is_fraud, flag_reason), or
+    None if no row was inserted.
 
     The statement is prepared on each connection (PostgreSQL parses and plans it once, not
     on every click). Django turns psycopg's automatic preparation off, so this asks for it
@@ -457,8 +512,13 @@ def _execute_click_statement(connection, sql: str, params: list, *, click_id: uu
                     cursor.execute(sql, params, prepare=True)
                     row = cursor.fetchone()
             if row is None and attempt == 2:
-                row = Click.objects.using(connection.alias).filter(pk=click_id).values_list("is_duplicate").first()
-            return None if row is None else row[0]
+                row = (
+                    Click.objects.using(connection.alias)
+                    .filter(pk=click_id)
+                    .values_list("is_duplicate", "is_fraud", "flag_reason")
+                    .first()
+                )
+            return None if row is None else tuple(row)
         except (OperationalError, InterfaceError):
             if attempt == 2 or connection.in_atomic_block or not connection.get_autocommit():
                 raise

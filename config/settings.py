@@ -305,6 +305,23 @@ EVENT_FASTPATH = env_bool("EVENT_FASTPATH", True)
 # Clock skew tolerated on an event's occurred_at before it counts as "in the future".
 EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECONDS", "60"))
 
+# --- Fraud controls (affiliate/fraud.py) ------------------------------------------------
+# Click floods: a click is flagged when one visitor, or one IP, already clicked the same link
+# FRAUD_CLICK_FLOOD_MAX times within the last FRAUD_CLICK_FLOOD_SECONDS (0: off).
+FRAUD_CLICK_FLOOD_MAX = int(os.environ.get("FRAUD_CLICK_FLOOD_MAX", "20"))
+FRAUD_CLICK_FLOOD_SECONDS = int(os.environ.get("FRAUD_CLICK_FLOOD_SECONDS", "60"))
+# Clicks whose user agent a crawler-detection library knows as a bot are flagged.
+FRAUD_BOT_DETECTION = env_bool("FRAUD_BOT_DETECTION", True)
+# A conversion whose customer id, or payload email, is a credited promoter's email is flagged.
+FRAUD_SELF_REFERRAL_EMAIL = env_bool("FRAUD_SELF_REFERRAL_EMAIL", True)
+# A conversion less than this many seconds after its last click is flagged (0: off).
+FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS = float(os.environ.get("FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS", "0"))
+# A conversion is flagged when the IP of its converting click is already behind conversions
+# credited to more than FRAUD_IP_MAX_PROMOTERS distinct promoters within
+# FRAUD_IP_WINDOW_SECONDS before it (0: off).
+FRAUD_IP_MAX_PROMOTERS = int(os.environ.get("FRAUD_IP_MAX_PROMOTERS", "5"))
+FRAUD_IP_WINDOW_SECONDS = int(os.environ.get("FRAUD_IP_WINDOW_SECONDS", "86400"))
+
 # --- REST framework and schema --------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["affiliate.auth.MerchantKeyAuthentication"],
