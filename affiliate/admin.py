@@ -1,6 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from . import money
+from . import fraud, money
 from .admin_actions import ReadOnlyAdmin, export_as_csv
 from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program, ReferralLink, Visitor
 
@@ -49,14 +49,35 @@ class VisitorAdmin(ReadOnlyAdmin):
     search_fields = ("id",)
 
 
+# Clearing a fraud flag decides money: the people who may approve commissions may do it.
+CLEAR_FRAUD_PERMISSION = "payouts.approve_commission"
+
+
+class ClearFraudMixin:
+    def has_clear_fraud_permission(self, request):
+        return request.user.has_perm(CLEAR_FRAUD_PERMISSION)
+
+
 @admin.register(Click)
-class ClickAdmin(ReadOnlyAdmin):
+class ClickAdmin(ClearFraudMixin, ReadOnlyAdmin):
     list_display = ("id", "created_at", "link", "promoter", "visitor_id", "is_fraud", "is_duplicate", "flag_reason")
     list_filter = ("is_fraud", "is_duplicate")
     search_fields = ("=id", "link__code")
     list_select_related = ("link", "promoter")
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = [export_as_csv, "clear_fraud"]
+
+    @admin.action(description="Clear the fraud flag", permissions=["clear_fraud"])
+    def clear_fraud(self, request, queryset):
+        ids = list(queryset.filter(is_fraud=True).values_list("pk", flat=True))
+        done = fraud.clicks_clear(click_ids=ids, by=request.user.get_username())
+        self.message_user(
+            request,
+            f"{done} click(s) cleared: they count for conversions processed from now on; "
+            "conversions already credited are not computed again.",
+            messages.SUCCESS,
+        )
 
 
 class CustomerVisitorInline(admin.TabularInline):
@@ -79,9 +100,28 @@ class CustomerAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ConversionEvent)
-class ConversionEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "type", "stage", "status", "amount_display", "order_id", "refund_id", "customer", "occurred_at", "received_at")
-    list_filter = ("type", "stage", "status", "source")
+class ConversionEventAdmin(ClearFraudMixin, ReadOnlyAdmin):
+    list_display = (
+        "id", "type", "stage", "status", "amount_display", "order_id", "refund_id", "customer", "occurred_at", "received_at",
+        "is_fraud", "flag_reason", "cleared_by",
+    )
+    list_filter = ("is_fraud", "type", "stage", "status", "source")
+    actions = [export_as_csv, "clear_fraud"]
+
+    @admin.action(description="Clear the fraud flag", permissions=["clear_fraud"])
+    def clear_fraud(self, request, queryset):
+        """Each flagged conversion cleared and paid in its own transaction (its commissions
+        written through the normal crediting, once)."""
+        cleared = [
+            pk
+            for pk in queryset.filter(is_fraud=True).order_by("pk").values_list("pk", flat=True)
+            if fraud.conversion_clear(event_id=pk, by=request.user.get_username())
+        ]
+        self.message_user(
+            request,
+            f"{len(cleared)} conversion(s) cleared and credited: their commissions are in the ledger.",
+            messages.SUCCESS,
+        )
     search_fields = ("order_id", "customer__external_id", "idempotency_key")
     list_select_related = ("customer",)
     date_hierarchy = "occurred_at"

@@ -283,6 +283,12 @@ class ConversionEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Fraud controls (affiliate/fraud.py): a flagged conversion earns nothing until finance
+    # clears the flag, which credits it then.
+    is_fraud = models.BooleanField(default=False, db_default=False)
+    flag_reason = models.CharField(max_length=200, blank=True, default="", db_default="")
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.CharField(max_length=150, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["id"]

@@ -20,7 +20,7 @@ from affiliate.models import ConversionEvent
 from attribution import services as attribution
 from promoters.models import Promoter, PromoterRateHistory
 
-from . import ledger, rules, webhooks
+from . import fraud, ledger, rules, webhooks
 from .models import Basis, Commission, WebhookEndpoint
 
 
@@ -119,6 +119,9 @@ def process_conversions(events: list[ConversionEvent]) -> None:
 
 
 def _process_gains(events: list[ConversionEvent]) -> None:
+    # The fraud rules first: a flagged conversion earns nothing (no touchpoints, credits or
+    # commissions), its reason stored; finance may clear it, which credits it then.
+    events = fraud.conversions_screen(events) if events else events
     if not events:
         return
     credits_of = attribution.attributions_record(events=events)

@@ -1,0 +1,105 @@
+"""The conversion fraud rules (``affiliate.fraud``) applied to a batch of events being credited.
+
+Called by ``services._process_gains`` before anything is written: the facts of the whole
+batch are read set-based (the batch's touchpoints as attribution will select them, the
+credited promoters' emails, the converting clicks' IPs, and the conversions already behind
+those IPs), a few queries whatever the batch's size; the flagged events get their reason
+(one update) and are left out of attribution and commissions: they earn nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from fractions import Fraction
+
+from affiliate import fraud
+from affiliate.models import Click, ConversionEvent
+from attribution import services as attribution
+from attribution.models import Credit, Touchpoint
+from promoters.models import Promoter
+
+
+def conversions_screen(events: list[ConversionEvent]) -> list[ConversionEvent]:
+    """Flag the events the fraud rules catch (is_fraud, flag_reason, saved); return the
+    others, in their order. Events cleared by hand (``cleared_at``) are not judged again."""
+    rules = fraud.ConversionRules.from_settings()
+    judged = [e for e in events if e.cleared_at is None and not e.is_fraud]
+    if not rules.any or not judged:
+        return [e for e in events if not e.is_fraud]
+    touchpoints_of = attribution.events_touchpoints([(e, e.terms) for e in judged])
+    credited_of: dict[int, tuple[int, ...]] = {}
+    last_click_of: dict[int, object] = {}
+    click_ids: set[str] = set()
+    for event in judged:
+        points = touchpoints_of[event.pk]
+        weights = attribution.conversion_weights(event, event.terms, points)
+        total: dict[int, Fraction] = {}
+        for point, weight in zip(points, weights, strict=True):
+            total[point.promoter_id] = total.get(point.promoter_id, Fraction(0)) + weight
+        credited_of[event.pk] = tuple(p for p, w in total.items() if w > 0)
+        clicks = [p for p in points if p.kind == "click"]
+        last_click_of[event.pk] = clicks[-1] if clicks else None
+        click_ids.update(p.click_id for p in clicks)
+    ip_of: dict[str, str] = {}
+    if rules.ip_rule and click_ids:
+        ip_of = {pk.hex: ip for pk, ip in Click.objects.filter(pk__in=sorted(click_ids)).values_list("id", "ip_hash")}
+    emails: dict[int, str] = {}
+    if rules.self_referral_email:
+        wanted = {p for credited in credited_of.values() for p in credited}
+        emails = dict(Promoter.objects.filter(pk__in=sorted(wanted)).values_list("id", "email")) if wanted else {}
+    facts = []
+    for event in judged:
+        last = last_click_of[event.pk]
+        facts.append(
+            fraud.ConversionFacts(
+                event_id=event.pk,
+                merchant_id=event.merchant_id,
+                occurred_at=event.occurred_at,
+                customer_id=event.customer.external_id,
+                payload_email=fraud.payload_email(event.payload),
+                credited=credited_of[event.pk],
+                last_click_at=last.at if last else None,
+                last_click_ip=ip_of.get(last.click_id, "") if last else "",
+                click_ips=frozenset(ip_of.get(p.click_id, "") for p in touchpoints_of[event.pk] if p.kind == "click") - {""},
+            )
+        )
+    history = _ip_history(facts, rules) if rules.ip_rule else []
+    reasons = fraud.conversion_reasons(facts, emails=emails, history=history, rules=rules)
+    flagged = [e for e in judged if e.pk in reasons]
+    for event in flagged:
+        event.is_fraud, event.flag_reason = True, reasons[event.pk]
+    if flagged:
+        ConversionEvent.objects.bulk_update(flagged, ["is_fraud", "flag_reason"])
+    return [e for e in events if not e.is_fraud]
+
+
+def _ip_history(facts: list[fraud.ConversionFacts], rules: fraud.ConversionRules) -> list[fraud.IpConversion]:
+    """The credited conversions already processed behind the batch's converting IPs, within
+    the window before the batch's events: two queries by the clicks' IP index."""
+    ips = sorted({f.last_click_ip for f in facts if f.last_click_ip})
+    if not ips:
+        return []
+    window = timedelta(seconds=rules.ip_window_seconds)
+    rows = set(
+        Touchpoint.objects.filter(
+            kind=Touchpoint.Kind.CLICK,
+            click__ip_hash__in=ips,
+            event__merchant_id__in=sorted({f.merchant_id for f in facts}),
+            event__status=ConversionEvent.Status.PROCESSED,
+            event__is_fraud=False,
+            event__occurred_at__gte=min(f.occurred_at for f in facts) - window,
+            event__occurred_at__lte=max(f.occurred_at for f in facts),
+        ).values_list("click__ip_hash", "event_id", "event__merchant_id", "event__occurred_at")
+    )
+    if not rows:
+        return []
+    promoters_of: dict[int, list[int]] = {}
+    for event_id, promoter_id in Credit.objects.filter(event_id__in=sorted({r[1] for r in rows})).values_list(
+        "event_id", "promoter_id"
+    ):
+        promoters_of.setdefault(event_id, []).append(promoter_id)
+    return [
+        fraud.IpConversion(ip, merchant_id, at, promoter_id)
+        for ip, event_id, merchant_id, at in sorted(rows)
+        for promoter_id in promoters_of.get(event_id, ())
+    ]
