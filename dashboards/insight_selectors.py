@@ -11,6 +11,7 @@ from collections import Counter
 
 from django.db.models import Count
 
+from config.routers import replica_reads
 from insights.models import InsightRun, Material, PromoterSegment, RateChange, SegmentModel, SegmentPlan
 from promoters.models import Promoter
 
@@ -19,6 +20,7 @@ SCATTER_POINTS = 2000  # a scatter of more points says nothing more and weighs t
 TOP = 20
 
 
+@replica_reads()
 def latest_run(merchant, kind: str) -> InsightRun | None:
     return InsightRun.objects.filter(merchant=merchant, kind=kind).order_by("-created_at", "-id").first()
 
@@ -31,6 +33,7 @@ def _ratio(value) -> float | None:
     return None if value in (None, "") else float(value)
 
 
+@replica_reads()
 def value_page(merchant, program) -> dict:
     """LTV, CAC and LTV/CAC of the program's channels and best promoters, from the latest
     value run, and the chart's series."""
@@ -55,12 +58,14 @@ def value_page(merchant, program) -> dict:
     return {"run": run, "channels": channels, "promoters": top, "promoter_count": len(promoters), "chart": chart}
 
 
+@replica_reads()
 def rate_log(merchant, limit: int = 50) -> list[RateChange]:
     return list(
         RateChange.objects.filter(program__merchant=merchant).select_related("promoter", "program").order_by("-created_at", "-id")[:limit]
     )
 
 
+@replica_reads()
 def segments_page(merchant) -> dict:
     """The live segment model, its segments' sizes and plans, a scatter of its promoters
     (conversion rate against average order value, a sample when there are many), and
@@ -86,6 +91,7 @@ def segments_page(merchant) -> dict:
     }
 
 
+@replica_reads()
 def content_page(merchant) -> dict:
     """The latest content run: keywords, formats, posting times (an hour by weekday grid)
     and the materials' performance."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import connections, transaction
 from django.db.models import (
     BigIntegerField,
     BooleanField,
@@ -48,6 +48,7 @@ from django.utils import timezone
 from affiliate import money
 from affiliate.models import Click, ConversionEvent, Merchant, Program, ReferralLink
 from attribution.models import Credit, Touchpoint
+from config.routers import read_alias, replica_reads
 from payouts.models import Commission
 from promoters.models import MerchantMember, Promoter
 
@@ -69,6 +70,7 @@ def memberships(user) -> list[MerchantMember]:
     return list(MerchantMember.objects.filter(user=user).select_related("merchant").order_by("id"))
 
 
+@replica_reads()
 def programs(merchant: Merchant) -> list[Program]:
     return list(Program.objects.filter(merchant=merchant).order_by("-is_default", "id"))
 
@@ -148,13 +150,15 @@ def aggregate_reads():
     workers. These queries read a few thousand rows each; compiling them costs about 20 ms
     (more than running them) and starting workers costs more than it saves on two cores.
     ``SET LOCAL``: the settings end with the transaction. One query; nothing elsewhere."""
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
-        yield
+    with replica_reads() as alias:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            yield
+            return
+        with transaction.atomic(using=alias, savepoint=False):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
+            yield
 
 
 # --- Formatting ---------------------------------------------------------------------------
@@ -199,6 +203,7 @@ def _finish_kpis(row: dict) -> dict:
     return row
 
 
+@replica_reads()
 def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -> dict[int, dict]:
     """``{program id: kpis}`` for each of the merchant's programs over the range: three
     queries (clicks, credits, commissions), grouped by program."""
@@ -239,6 +244,7 @@ def _commission_kpis(rows: dict[int, dict], span: Range) -> None:
         rows[program_id][f"{status}_minor"] = total or 0
 
 
+@replica_reads()
 def overview(merchant: Merchant, span: Range, program_list: list[Program], chosen: Program, *,
              now: datetime | None = None) -> tuple[dict[int, dict], dict]:
     """``program_kpis`` over the range and ``program_days`` of the chosen program, the same
@@ -292,6 +298,7 @@ def overview(merchant: Merchant, span: Range, program_list: list[Program], chose
     return {pk: _finish_kpis(row) for pk, row in rows.items()}, chart
 
 
+@replica_reads()
 def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
     """The last ``days`` days of one program, day by day: clicks, attributed purchases and
     revenue (net of refunds). Two queries."""
@@ -331,6 +338,7 @@ def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_D
 # --- Top promoters ------------------------------------------------------------------------
 
 
+@replica_reads()
 def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dict:
     """The program's promoters with the most attributed revenue and with the most
     commissions over the range (more than nothing), each with clicks, purchases, conversion rate, revenue and
@@ -346,6 +354,7 @@ def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dic
     )
     credits_sql, credits_params = credits.query.sql_with_params()
     commissions_sql, commissions_params = commissions.query.sql_with_params()
+    connection = connections[read_alias()]
     q = connection.ops.quote_name
     sql = f"""
         WITH cr AS ({credits_sql}), cm AS ({commissions_sql}),
@@ -388,6 +397,7 @@ def top_promoters(p: Program, span: Range, *, limit: int = TOP_PROMOTERS) -> dic
 # --- Channels -----------------------------------------------------------------------------
 
 
+@replica_reads()
 def _channel_shares(p: Program, span: Range) -> list[tuple]:
     """``(channel, conversions, revenue, commissions)`` per channel: each promoter's share of
     each of the range's conversions (their credit, and the commissions whose source they
@@ -411,6 +421,7 @@ def _channel_shares(p: Program, span: Range) -> list[tuple]:
     )
     credits_sql, credits_params = credits.query.sql_with_params()
     commissions_sql, commissions_params = commissions.query.sql_with_params()
+    connection = connections[read_alias()]
     q = connection.ops.quote_name
     touchpoint, event = q(Touchpoint._meta.db_table), q(ConversionEvent._meta.db_table)
     sql = f"""
@@ -434,6 +445,7 @@ def _channel_shares(p: Program, span: Range) -> list[tuple]:
         return cursor.fetchall()
 
 
+@replica_reads()
 def channels(p: Program, span: Range) -> dict:
     """Per channel of the program, over the range: clicks, conversions (attributed
     purchases), revenue, commissions and cost per conversion (commissions / conversions).
@@ -450,6 +462,7 @@ def channels(p: Program, span: Range) -> dict:
         Click.objects.filter(_clicks_in(span), program=p).order_by().values("link_id").annotate(n=Count("*"))
         .query.sql_with_params()
     )
+    connection = connections[read_alias()]
     q = connection.ops.quote_name
     with connection.cursor() as cursor:
         cursor.execute(
@@ -495,6 +508,7 @@ class ConversionFilter:
     search: str = ""  # an event id, an order id or a customer id
 
 
+@replica_reads()
 def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter()):
     """The merchant's events, newest first, with their customer and program (a queryset:
     page it, then ask ``promoters_credited`` about the page)."""
@@ -510,7 +524,7 @@ def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter
             match |= Q(pk=int(term))
         qs = qs.filter(match)
     return (
-        qs.select_related("customer", "program")
+        qs.using(read_alias()).select_related("customer", "program")
         .order_by("-occurred_at", "-id")
         .only(
             "id", "type", "stage", "status", "amount_minor", "currency", "order_id", "occurred_at",
@@ -519,6 +533,7 @@ def conversions(merchant: Merchant, filters: ConversionFilter = ConversionFilter
     )
 
 
+@replica_reads()
 def promoters_credited(event_ids) -> dict[int, int]:
     """``{event id: how many promoters were credited}`` for a page of events: one query."""
     return dict(
@@ -527,10 +542,12 @@ def promoters_credited(event_ids) -> dict[int, int]:
     )
 
 
+@replica_reads()
 def conversion(merchant: Merchant, event_id: int) -> ConversionEvent | None:
     return ConversionEvent.objects.filter(merchant=merchant, pk=event_id).select_related("customer", "program").first()
 
 
+@replica_reads()
 def event_commissions(event: ConversionEvent) -> list[dict]:
     """The commissions an event made, with the promoters' names: one query."""
     return [
@@ -544,6 +561,7 @@ def event_commissions(event: ConversionEvent) -> list[dict]:
 # --- Promoter approvals -------------------------------------------------------------------
 
 
+@replica_reads()
 def pending_promoters(merchant: Merchant, *, limit: int = PENDING_LIMIT) -> list[Promoter]:
     """Promoters waiting for the merchant's approval, oldest first, with program and sponsor."""
     return list(
@@ -556,5 +574,6 @@ def merchant_promoter(merchant: Merchant, promoter_id: int) -> Promoter | None:
     return Promoter.objects.filter(merchant=merchant, pk=promoter_id).select_related("merchant").first()
 
 
+@replica_reads()
 def pending_count(merchant: Merchant) -> int:
     return Promoter.objects.filter(merchant=merchant, status=Promoter.Status.PENDING).count()

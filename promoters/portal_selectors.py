@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from django.core.cache import cache
-from django.db import connection
+from django.db import connections
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -19,6 +19,7 @@ from django.utils import timezone
 from affiliate import money
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Credit
+from config.routers import read_alias, replica_reads
 from payouts.models import Account, Commission, Entry, PayoutLine, PayoutMethod, Statement
 from payouts.selectors import balance_from
 
@@ -64,6 +65,7 @@ def _dashboard_state(promoter: Promoter, currency: str) -> tuple[dict[str, int],
     return balances, (last_entry, rows[0][3], rows[0][4])
 
 
+@replica_reads()
 def dashboard(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
     """The last ``days`` days (today included, UTC): clicks, registrations and purchases
     attributed to the promoter, the conversion rate (purchases per click), what they earned
@@ -159,6 +161,7 @@ def _dashboard_series(promoter: Promoter, *, today: date, days: int, currency: s
 # --- Links ------------------------------------------------------------------------------
 
 
+@replica_reads()
 def links(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_DAYS) -> list[ReferralLink]:
     """The promoter's links, newest first, each with ``clicks_recent`` (the last ``days`` days).
     Two queries: the recent clicks are counted on their own (click_promoter_time), not by
@@ -175,6 +178,7 @@ def links(promoter: Promoter, *, now: datetime | None = None, days: int = CHART_
 
 
 def link(promoter: Promoter, code: str) -> ReferralLink | None:
+    # On the primary: a new link's page is shown right after it is made.
     return ReferralLink.objects.filter(promoter=promoter, code=code).first()
 
 
@@ -200,11 +204,12 @@ def commissions(promoter: Promoter, filters: CommissionFilter = CommissionFilter
         qs = qs.filter(created_at__gte=_day_start(filters.since))
     if filters.until:
         qs = qs.filter(created_at__lt=_day_start(filters.until + timedelta(days=1)))
-    return qs.order_by("-created_at", "-id").only(
+    return qs.using(read_alias()).order_by("-created_at", "-id").only(
         "id", "created_at", "event_id", "kind", "level", "amount_minor", "currency", "status", "available_at",
     )
 
 
+@replica_reads()
 def commission_totals(promoter: Promoter, filters: CommissionFilter = CommissionFilter()) -> dict:
     row = commissions(promoter, filters).order_by().aggregate(n=Count("id"), total=Sum("amount_minor"))
     currency = promoter.program.currency
@@ -214,6 +219,7 @@ def commission_totals(promoter: Promoter, filters: CommissionFilter = Commission
 # --- Team -------------------------------------------------------------------------------
 
 
+@replica_reads()
 def override_totals(promoter: Promoter) -> dict[int, dict]:
     """What the promoter earned from each level of their team (overrides net of reversals),
     ``{level: {"total", "count"}}``: totals only, never a team member's own commissions."""
@@ -227,7 +233,7 @@ def override_totals(promoter: Promoter) -> dict[int, dict]:
     return {r["level"]: {"total": money.format_minor(r["total"] or 0, currency), "count": r["n"]} for r in rows}
 
 
-def _team_sql() -> str:
+def _team_sql(connection) -> str:
     """The promoter's downline as CTEs ``tree`` (every member down to ``%(levels)s`` levels,
     with their level and their path from the promoter) and ``kept`` (the first ``%(limit)s``
     of them by level, then id: whom the page lists). Each recruit's path sorts right after
@@ -264,8 +270,10 @@ class TeamMembers:
     def __init__(self, promoter: Promoter, *, levels: int = MAX_TEAM_LEVELS, limit: int = MAX_TEAM_MEMBERS):
         self.params = {"root": promoter.pk, "levels": levels, "limit": limit}
         self.limit = limit
+        self.alias = read_alias()  # the page's slices are read later, by the paginator
+        connection = connections[self.alias]
         with connection.cursor() as cursor:
-            cursor.execute(_team_sql() + " SELECT level, COUNT(*) FROM kept GROUP BY level ORDER BY level", self.params)
+            cursor.execute(_team_sql(connection) + " SELECT level, COUNT(*) FROM kept GROUP BY level ORDER BY level", self.params)
             self.per_level = {level: n for level, n in cursor.fetchall()}
         self.total = sum(self.per_level.values())
 
@@ -285,8 +293,9 @@ class TeamMembers:
         start, stop, _ = index.indices(self.total)
         if stop <= start:
             return []
+        connection = connections[self.alias]
         table = connection.ops.quote_name(Promoter._meta.db_table)
-        sql = _team_sql() + f"""
+        sql = _team_sql(connection) + f"""
             , shown AS (SELECT id, sponsor_id, level, path FROM kept ORDER BY path LIMIT %(n)s OFFSET %(start)s)
             , recruits AS (SELECT sponsor_id, COUNT(*) AS n FROM kept GROUP BY sponsor_id)
             SELECT p.id, p.name, p.status, p.created_at, s.sponsor_id, s.level, COALESCE(r.n, 0) AS recruit_count
@@ -296,23 +305,26 @@ class TeamMembers:
         return [
             {"id": p.pk, "name": p.name, "status": p.status, "created_at": p.created_at, "sponsor_id": p.sponsor_id,
              "level": p.level, "recruits": p.recruit_count}
-            for p in Promoter.objects.raw(sql, {**self.params, "n": stop - start, "start": start})
+            for p in Promoter.objects.raw(sql, {**self.params, "n": stop - start, "start": start}, using=self.alias)
         ]
 
 
 # --- Payouts and statements ---------------------------------------------------------------
 
 
+@replica_reads()
 def payout_lines(promoter: Promoter, *, limit: int = 120) -> list[PayoutLine]:
     return list(
         PayoutLine.objects.filter(promoter=promoter).select_related("batch").order_by("-batch__created_at", "-id")[:limit]
     )
 
 
+@replica_reads()
 def statements(promoter: Promoter, *, limit: int = 120) -> list[Statement]:
     return list(Statement.objects.filter(promoter=promoter).order_by("-period", "-id")[:limit])
 
 
+@replica_reads()
 def statement(promoter: Promoter, statement_id: int) -> Statement | None:
     return Statement.objects.filter(promoter=promoter, pk=statement_id).select_related("promoter").first()
 
