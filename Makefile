@@ -54,5 +54,11 @@ bench-portal: install-dev
 bench-insights: install-dev
 	$(PY) bench/insights.py
 
+# Every benchmark, then one table of figures and targets at the top of bench/README.md
+# (BENCH_ARGS=--quick: the small variants, printed only). See bench/all.py.
+.PHONY: bench
+bench: install-dev
+	$(PY) bench/all.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
