@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -240,3 +242,155 @@ def run_at_once(calls: list[Callable[[], object]], *, timeout: float = 60.0) -> 
     if failures:
         raise failures[0]
     return results
+
+
+# --- Services a test may stop -----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+REDIS_SERVER = shutil.which("redis-server") or ""
+
+needs_redis_server = pytest.mark.skipif(not REDIS_SERVER, reason="needs the redis-server binary to run a Redis of its own")
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own on a free port, without persistence: one the
+    test may stop and start again (never the shared one). Started again, it is empty."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="redis-test-")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self._dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            if not wait_for(lambda: _pings(client), timeout=timeout, interval=0.05):
+                pytest.fail(f"redis-server on port {self.port} did not answer within {timeout:.0f} s")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+class TcpProxy:
+    """A TCP proxy on a free local port to ``upstream``, that the test can cut (every open
+    connection dropped, new ones refused: the server is unreachable) and restore."""
+
+    def __init__(self, upstream_host: str, upstream_port: int):
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self._accepting: threading.Thread | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.05)
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones, both ways."""
+        self._stop.set()
+        if self._accepting is not None:
+            self._accepting.join(5)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        self.start()
+
+    close = cut
+
+
+@contextlib.contextmanager
+def database_through(host: str, port: int) -> Iterator[None]:
+    """This process's default connection goes to ``host:port`` (a proxy) for the block."""
+    conf = connection.settings_dict
+    saved = conf["HOST"], conf["PORT"]
+    connection.close()
+    conf["HOST"], conf["PORT"] = host, str(port)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+        conf["HOST"], conf["PORT"] = saved
