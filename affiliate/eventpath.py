@@ -33,6 +33,9 @@ rolls it back first, so nothing of it remains:
   (``CELERY_TASK_ALWAYS_EAGER``: the answer then shows the processed event), and for the
   Host and TLS checks of the redirect's fast path (``TrackingFastPath``), whose settings
   handling this class inherits.
+
+Over the API's rate limit per key (``affiliate/ratelimit.py``), the 429 that Django's
+``RateLimitMiddleware`` would send is sent from here.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed, ParseError
 from rest_framework.renderers import JSONRenderer
 
-from . import events, journey, money
+from . import events, journey, money, ratelimit
 from .api import event_body
 from .api_common import refuse_nul
 from .auth import MerchantKeyAuthentication, digest
@@ -236,6 +239,12 @@ class EventFastPath(TrackingFastPath):
             return None
         if not 0 < length <= self.max_body:
             return None  # an empty body is a 400, a large one a 413: Django's answers
+        # Counted here, as Django's RateLimitMiddleware would (after the body's size check of
+        # ApiBodyLimitMiddleware, above it); not again by Django should the request go there.
+        hashed = digest(key)
+        wait = ratelimit.hit_wsgi(environ, "api", hashed)
+        if wait:
+            return ratelimit.answer_wsgi(start_response, wait, secure=secure)
         raw = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(raw)  # for Django, should the request go there
         payload = self._payload(raw)
@@ -244,7 +253,6 @@ class EventFastPath(TrackingFastPath):
 
         _drop_if_obsolete()
         try:
-            hashed = digest(key)
             merchant = self._merchant(key, hashed)
             if merchant is None:
                 return None

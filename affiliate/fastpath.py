@@ -19,6 +19,9 @@ other request to Django unchanged:
 What SecurityMiddleware, XFrameOptionsMiddleware and CommonMiddleware add to this
 response is added here the same way (HSTS on HTTPS, nosniff, the opener policy,
 X-Frame-Options, Content-Length).
+
+Over the redirect's rate limit per client IP (``affiliate/ratelimit.py``), the 429 that
+Django's ``RateLimitMiddleware`` would send is sent from here.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.encoding import iri_to_uri
 from django.utils.http import http_date
 
-from . import clickspool, views
+from . import clickspool, ratelimit, views
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,11 @@ class TrackingFastPath:
             and not any(p.search(environ["PATH_INFO"].lstrip("/")) for p in self.redirect_exempt)
         ):
             return None
+        # Counted here, where Django's RateLimitMiddleware would count it (past the checks
+        # above, which hand the request to Django: it counts those itself).
+        wait = ratelimit.hit_wsgi(environ, "redirect", ratelimit.client_ip_wsgi(environ))
+        if wait:
+            return ratelimit.answer_wsgi(start_response, wait, secure=secure)
         visitor_id = views.visitor_from_cookies(parse_cookie(environ.get("HTTP_COOKIE", "")))
         query = QueryDict(environ.get("QUERY_STRING", "").encode("iso-8859-1"))
         try:
