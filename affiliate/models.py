@@ -177,7 +177,7 @@ class Click(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     user_agent = models.CharField(max_length=512, blank=True, default="")
     referrer = models.CharField(max_length=1024, blank=True, default="")
-    ip_hash = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    ip_hash = models.CharField(max_length=32, blank=True, default="")
     sub1 = models.CharField(max_length=255, blank=True, default="")
     sub2 = models.CharField(max_length=255, blank=True, default="")
     sub3 = models.CharField(max_length=255, blank=True, default="")
@@ -192,6 +192,9 @@ class Click(models.Model):
         indexes = [
             models.Index(fields=["visitor", "created_at"], name="click_visitor_time"),
             models.Index(fields=["visitor", "link", "created_at"], name="click_visitor_link_time"),
+            # The flood rule by IP (one IP's clicks on one link in a window); its prefix serves
+            # every look-up by IP alone, so it replaces the index on ip_hash.
+            models.Index(fields=["ip_hash", "link", "created_at"], name="click_ip_link_time"),
             models.Index(fields=["promoter", "created_at"], name="click_promoter_time"),
             models.Index(fields=["program", "created_at"], name="click_program_time"),
         ]

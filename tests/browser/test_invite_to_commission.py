@@ -29,6 +29,8 @@ from affiliate import services as tracking
 from promoters import services as promoters
 from promoters.models import MerchantMember
 
+SHOPPER_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+
 PASSWORD = "Browser-test-passw0rd!"
 SHOP = "shop.example.com"
 AMOUNT = "87.40"
@@ -180,7 +182,9 @@ def test_invite_signup_link_click_postback_commission_and_override(live_server, 
 
     # A visitor, in a browser of their own, follows the link and lands on the shop, with the
     # click id in the URL. The shop is served here by Playwright (no network needed).
-    visitor = browser.new_context()
+    # A shopper's browser says so: headless Chromium announces itself as "HeadlessChrome",
+    # which the bot rule flags (a flagged click earns nothing).
+    visitor = browser.new_context(user_agent=SHOPPER_USER_AGENT)
     tracker_answers = []
     visitor.route(f"{base}/r/**", lambda route: hand_over_redirect(route, tracker_answers))
     visitor.route(f"https://{SHOP}/**", lambda route: route.fulfill(
