@@ -242,12 +242,12 @@ def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def run_one(bench: Bench, out: Path, quick: bool) -> dict:
+def run_one(bench: Bench, out: Path, quick: bool, extra: tuple[str, ...] = ()) -> dict:
     missing = [program for program in bench.needs if shutil.which(program) is None]
     if missing:
         log(f"{bench.name}: skipped, {', '.join(missing)} not found")
         return {"started": now_text(), "finished": now_text(), "returncode": None, "skipped": f"{', '.join(missing)} not installed"}
-    cmd = [sys.executable, str(BENCH / bench.script), *(bench.quick if quick else ()), "--json", str(out / f"{bench.name}.json")]
+    cmd = [sys.executable, str(BENCH / bench.script), *(bench.quick if quick else ()), *extra, "--json", str(out / f"{bench.name}.json")]
     log(f"{bench.name}: {' '.join(cmd[1:])} (log: {out / (bench.name + '.log')})")
     started, clock = now_text(), time.monotonic()
     with open(out / f"{bench.name}.log", "w") as logfile:
@@ -287,6 +287,9 @@ def main() -> int:
     parser.add_argument("--readme", help="the file whose markers get the table (default bench/README.md; "
                                          "with --quick, none unless given)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL server URL (no database)")
+    parser.add_argument("--db-suffix", default="", help="appended to each script's database name (bench_close...), "
+                                                        "so as not to drop another run's")
+    parser.add_argument("--redis", help="REDIS_URL for redirect and credit (default: theirs; credit flushes its database)")
     args = parser.parse_args()
 
     if args.source:
@@ -300,7 +303,12 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"quick": args.quick, "machine": machine_facts(args.pg), "started": now_text(), "runs": {}}
         for bench in chosen:
-            summary["runs"][bench.name] = run_one(bench, out, args.quick)
+            extra = ["--pg", args.pg]
+            if args.db_suffix:
+                extra += ["--db-name", f"bench_{bench.name}{args.db_suffix}"]
+            if args.redis and bench.name in ("redirect", "credit"):
+                extra += ["--redis", args.redis]
+            summary["runs"][bench.name] = run_one(bench, out, args.quick, tuple(extra))
             summary["finished"] = now_text()
             (out / "all.json").write_text(json.dumps(summary, indent=2))
     rows = collect(out, summary)
