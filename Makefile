@@ -54,6 +54,11 @@ bench-portal: install-dev
 bench-insights: install-dev
 	$(PY) bench/insights.py
 
+# Mixed traffic at a steady rate for 10 minutes (SOAK_ARGS="--duration 120" for less); see bench/soak.py.
+.PHONY: bench-soak
+bench-soak: install-dev
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 # Every benchmark, then one table of figures and targets at the top of bench/README.md
 # (BENCH_ARGS=--quick: the small variants, printed only). See bench/all.py.
 .PHONY: bench
