@@ -21,6 +21,9 @@ class ErrorSerializer(serializers.Serializer):
 
 
 def errors(*codes: int) -> dict:
+    """The documented error answers of an operation: ``codes``, and 429, which any call may
+    get once over its rate limit (affiliate/ratelimit.py)."""
+    codes = tuple(sorted({*codes, 429}))
     descriptions = {
         400: "Invalid input", 401: "Missing or wrong API key", 403: "Forbidden", 404: "Not found",
         409: "Idempotency conflict", 413: "Body too large", 429: "Throttled", 503: "Service unavailable",

@@ -185,3 +185,22 @@ def test_the_defaults_let_the_benchmarks_through():
     assert settings.MIDDLEWARE.index("affiliate.ratelimit.RateLimitMiddleware") < settings.MIDDLEWARE.index(
         "affiliate.views.TrackRedirectMiddleware"
     )
+
+
+def test_every_operation_of_the_schema_documents_the_429():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+
+    assert len(operations) > 30
+    assert sorted(label for label, op in operations.items() if "429" not in op["responses"]) == []
+    assert operations["GET /postback/{token}"]["responses"]["429"] == {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "description": "Throttled",
+    }
