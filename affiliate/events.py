@@ -495,7 +495,8 @@ def events_drain(*, slot: int = 0) -> int:
     done = 0
     idle_since = None
     while True:
-        cache.touch(key, settings.EVENT_DRAINER_LEASE_SECONDS)
+        if not _lease("touch", key):
+            return done
         try:
             count = len(events_process_next(limit=batch, exclude=failed))
         except Exception:  # noqa: BLE001 - isolated below
@@ -516,13 +517,31 @@ def events_drain(*, slot: int = 0) -> int:
         if now - idle_since < settings.EVENT_DRAINER_LINGER_SECONDS:
             time.sleep(settings.EVENT_DRAINER_POLL_SECONDS)
             continue
-        cache.delete(key)
+        if not _lease("delete", key):
+            return done
         # An event committed after the last look found the lease still held and started no
         # drainer: look once more, now that the lease is free, and carry on if there is one.
         waiting = ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).exclude(pk__in=failed).exists()
-        if not waiting or not cache.add(key, os.getpid(), timeout=settings.EVENT_DRAINER_LEASE_SECONDS):
+        if not waiting or not _lease("add", key):
             return done
         idle_since = None
+
+
+def _lease(action: str, key: str) -> bool:
+    """Renew (``touch``), give back (``delete``) or take again (``add``) a drainer's lease.
+    False when the cache (Redis) is unreachable, or ``add`` finds the lease taken: the
+    drainer then stops, and what is still queued waits for the next drainer or the sweep."""
+    try:
+        if action == "touch":
+            cache.touch(key, settings.EVENT_DRAINER_LEASE_SECONDS)
+            return True
+        if action == "delete":
+            cache.delete(key)
+            return True
+        return bool(cache.add(key, os.getpid(), timeout=settings.EVENT_DRAINER_LEASE_SECONDS))
+    except Exception:  # noqa: BLE001 - the events are committed; the sweep sends them
+        logger.warning("the drainer lease could not be %s; the drainer stops", {"touch": "renewed", "delete": "given back", "add": "taken"}[action], exc_info=True)
+        return False
 
 
 def _process_one_by_one(limit: int, failed: set[int]) -> int:

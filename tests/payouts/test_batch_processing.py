@@ -250,3 +250,20 @@ def test_a_backlog_starts_the_next_drainer_and_a_bad_event_holds_up_no_other(
     assert Commission.objects.filter(event_id=bad).count() == 0
     assert (w.balance(who["P"])["pending"], w.balance(who["S1"])["pending"]) == ("7.50", "7.50")
     assert audit_ledger().clean
+
+
+def test_a_drainer_whose_cache_goes_away_stops_cleanly(django_capture_on_commit_callbacks, with_workers, monkeypatch, caplog):
+    w = World(django_capture_on_commit_callbacks, **TERMS)
+    ids, _ = queue_six_events(w)
+
+    def gone(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(cache, "touch", gone)
+    # The lease cannot be renewed: the drainer stops before claiming anything, without an
+    # error, and the events wait queued for the next drainer or the sweep
+    with caplog.at_level(logging.WARNING, logger="affiliate.events"):
+        assert events_drain(slot=0) == 0
+    assert "the drainer lease could not be renewed" in caplog.text
+    assert list(ConversionEvent.objects.order_by("id").values_list("status", flat=True)) == ["queued"] * 6
+    assert Commission.objects.count() == 0
