@@ -134,7 +134,7 @@ class MeContentView(generics.ListAPIView):
             return Content.objects.none()
         return Content.objects.select_related("link").filter(promoter=self.request.user.promoter).order_by("-published_at", "-id")
 
-    @extend_schema(responses={200: ContentSerializer(many=True), **errors(400, 401)})
+    @extend_schema(responses={200: ContentSerializer(many=True), **errors(400, 401, 404)})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 

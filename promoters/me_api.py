@@ -151,7 +151,7 @@ class OwnCommissionFilter(filters.FilterSet):
         fields = ["status", "kind"]
 
 
-@extend_schema(tags=["promoter's own API"], responses={200: OwnCommissionSerializer(many=True), **errors(400, 401)})
+@extend_schema(tags=["promoter's own API"], responses={200: OwnCommissionSerializer(many=True), **errors(400, 401, 404)})
 class MeCommissionsView(PromoterApiView, generics.ListAPIView):
     """Your commissions, newest first; overrides name their level, never the team member."""
 
