@@ -5,45 +5,22 @@ promoter the login opens (the one chosen with the portal's switcher, or the olde
 
 from __future__ import annotations
 
-from functools import wraps
-
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
 
 from affiliate.errors import ServiceValidationError
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Touchpoint
-from promoters import selectors
+from promoters.portal_access import portal_page
 
 from .content import content_create
 from .models import Content, MaterialAssignment
 
-SESSION_PROMOTER = "portal_promoter"  # the portal's switcher keeps its choice under this key
 CONTENT_PER_PAGE = 100
-
-
-def promoter_page(view):
-    """Logged in, with a promoter to show (``request.promoter``); never cached."""
-
-    @login_required
-    @never_cache
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        promoters = selectors.promoters_of_user(request.user)
-        if not promoters:
-            return render(request, "portal/no_program.html", status=200)
-        chosen = request.session.get(SESSION_PROMOTER)
-        request.promoter = next((p for p in promoters if p.pk == chosen), promoters[0])
-        request.portal_promoters = promoters
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 class ContentForm(forms.Form):
@@ -67,7 +44,7 @@ def _tracking_url(request, code: str) -> str:
     return f"{base}/r/{code}"
 
 
-@promoter_page
+@portal_page
 def content(request):
     promoter = request.promoter
     form = ContentForm(request.POST or None, promoter=promoter)
@@ -97,7 +74,7 @@ def content(request):
     return render(request, "insights/content.html", {"form": form, "rows": rows}, status=status)
 
 
-@promoter_page
+@portal_page
 def materials(request):
     promoter = request.promoter
     assignments = list(

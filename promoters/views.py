@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
-from functools import wraps
 from urllib.parse import urlencode
 
 import segno
 from allauth.account.views import SignupView
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from affiliate import money
@@ -34,8 +31,8 @@ from . import selectors, services
 from .accounts import JoinSignupForm
 from .forms import SUB_IDS, CommissionFilterForm, JoinForm, LinkForm, SubIdForm
 from .models import Promoter
+from .portal_access import SESSION_PROMOTER, portal_page
 
-SESSION_PROMOTER = "portal_promoter"
 COMMISSIONS_PER_PAGE = 50
 TEAM_MEMBERS_PER_PAGE = 100
 PAYOUT_KINDS = [
@@ -43,24 +40,6 @@ PAYOUT_KINDS = [
     ("bank", "Bank transfer (IBAN)"),
     ("manual", "Something else: the merchant pays me by hand"),
 ]
-
-
-def portal_page(view):
-    """Logged in, and a promoter to show; sets ``request.promoter``. Never cached."""
-
-    @login_required
-    @never_cache
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        promoters = selectors.promoters_of_user(request.user)
-        if not promoters:
-            return render(request, "portal/no_program.html", status=200)
-        chosen = request.session.get(SESSION_PROMOTER)
-        request.promoter = next((p for p in promoters if p.pk == chosen), promoters[0])
-        request.portal_promoters = promoters
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _absolute(request, path: str) -> str:
