@@ -230,7 +230,7 @@ class EventFastPath(TrackingFastPath):
         secure = self._secure(environ)
         if not secure and self.ssl_redirect and not any(p.search(PATH[1:]) for p in self.redirect_exempt):
             return None
-        key = self._bearer_key(environ)
+        key = ratelimit.bearer_key(environ)
         if key is None:
             return None
         try:
@@ -278,14 +278,6 @@ class EventFastPath(TrackingFastPath):
         _drop_if_obsolete()
         start_response("201 Created", headers)
         return [content]
-
-    @staticmethod
-    def _bearer_key(environ) -> str | None:
-        """The key of ``Authorization: Bearer <key>``, split as DRF's authentication does."""
-        parts = environ.get("HTTP_AUTHORIZATION", "").split()
-        if len(parts) != 2 or parts[0].lower() != "bearer":
-            return None
-        return parts[1]
 
     def _payload(self, raw: bytes) -> dict | None:
         """The body as ``api_common.body_dict`` gives it to ``event_ingest``, or ``None``."""

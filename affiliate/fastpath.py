@@ -145,7 +145,8 @@ class TrackingFastPath:
             return None
         # Counted here, where Django's RateLimitMiddleware would count it (past the checks
         # above, which hand the request to Django: it counts those itself).
-        wait = ratelimit.hit_wsgi(environ, "redirect", ratelimit.client_ip_wsgi(environ))
+        ip = views.client_ip(_Meta(environ))
+        wait = ratelimit.hit_wsgi(environ, "redirect", ip)
         if wait:
             return ratelimit.answer_wsgi(start_response, wait, secure=secure)
         visitor_id = views.visitor_from_cookies(parse_cookie(environ.get("HTTP_COOKIE", "")))
@@ -154,7 +155,7 @@ class TrackingFastPath:
             click_id, visitor_id = clickspool.record(
                 target=target,
                 visitor_id=visitor_id,
-                ip=views.client_ip(_Meta(environ)),
+                ip=ip,
                 user_agent=environ.get("HTTP_USER_AGENT", ""),
                 referrer=environ.get("HTTP_REFERER", ""),
                 subs={f"sub{i}": query.get(f"sub{i}", "") for i in range(1, 6)},

@@ -207,10 +207,6 @@ def hit_wsgi(environ, scope: str, key: str) -> float:
     return hit(scope, key)
 
 
-def client_ip_wsgi(environ) -> str:
-    return _client_ip(environ)
-
-
 def _security_headers(secure: bool) -> list[tuple[str, str]]:
     """What SecurityMiddleware adds to the middleware's 429 on its way out, in its order."""
     headers = []

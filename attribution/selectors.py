@@ -13,14 +13,10 @@ from .engine import ClickFact
 from .models import Credit, Touchpoint
 
 
-def journey_clicks(event: ConversionEvent, lookback_days: int) -> list[ClickFact]:
-    """Clicks on the event's program by every visitor bound to its customer, in the window."""
-    return journey_clicks_many([(event, lookback_days)])[event.pk]
-
-
 def journey_clicks_many(wanted: list[tuple[ConversionEvent, int]]) -> dict[int, list[ClickFact]]:
-    """``journey_clicks`` for many events (each with its lookback), by event id, in two
-    queries whatever their number: a batch of events is credited in one transaction.
+    """The clicks on each event's program by every visitor bound to its customer, within its
+    lookback window (each event with its lookback), by event id, in two queries whatever
+    their number: a batch of events is credited in one transaction.
 
     The customers' visitors first (a handful each), then their clicks by the (visitor, time)
     index: one join would let the planner walk every click of the program in the window

@@ -31,10 +31,6 @@ def _coupon_promoter_ids(events: list[ConversionEvent]) -> dict[int, int | None]
     }
 
 
-def event_touchpoints(event: ConversionEvent, terms: dict) -> list[engine.Touchpoint]:
-    return events_touchpoints([(event, terms)])[event.pk]
-
-
 def events_touchpoints(wanted: list[tuple[ConversionEvent, dict]]) -> dict[int, list[engine.Touchpoint]]:
     """``event_touchpoints`` for many events (each with its terms), by event id."""
     clicks = journey_clicks_many([(event, terms["lookback_days"]) for event, terms in wanted])
@@ -63,16 +59,15 @@ def conversion_weights(event: ConversionEvent, terms: dict, touchpoints: list[en
     )
 
 
-def attribution_record(*, event: ConversionEvent) -> list[Credit]:
-    """Attribute a registration or purchase; write its touchpoints and credits."""
-    return attributions_record(events=[event])[event.pk]
-
-
-def attributions_record(*, events: list[ConversionEvent]) -> dict[int, list[Credit]]:
-    """``attribution_record`` for many registrations and purchases, credited in one
-    transaction: the journeys read together, the touchpoints and the credits of all the
-    events written by one insert each. Returns each event's credits, by event id."""
-    touchpoints_of = events_touchpoints([(event, event.terms) for event in events])
+def attributions_record(*, events: list[ConversionEvent], touchpoints_of: dict | None = None) -> dict[int, list[Credit]]:
+    """Attribute registrations and purchases credited in one transaction, and write their
+    touchpoints and credits: the journeys read together, the touchpoints and the credits of
+    all the events written by one insert each. Returns each event's credits, by event id."""
+    # ``touchpoints_of``: those already selected for some of the events (the fraud rules
+    # select them first); the journeys of the others are read here.
+    known = touchpoints_of or {}
+    missing = [(event, event.terms) for event in events if event.pk not in known]
+    touchpoints_of = {**known, **(events_touchpoints(missing) if missing else {})}
     touchpoint_rows: list[Touchpoint] = []
     credit_rows: dict[int, list[Credit]] = {}
     for event in events:

@@ -8,9 +8,11 @@ whatever the size of the program. Every read is filtered by the merchant.
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 
 from django.db.models import Count
 
+from affiliate import money
 from config.routers import replica_reads
 from insights.models import InsightRun, Material, PromoterSegment, RateChange, SegmentModel, SegmentPlan
 from promoters.models import Promoter
@@ -43,7 +45,7 @@ def value_page(merchant, program) -> dict:
     channels = [row for row in run.results.get("channels", []) if row.get("program_id") == program.pk]
     promoters = [row for row in run.results.get("promoters", []) if row.get("program_id") == program.pk]
     # The best by LTV/CAC first; those without a cost (nothing paid yet) after, by revenue.
-    promoters.sort(key=lambda r: (r.get("ltv_cac") is None, -(_ratio(r.get("ltv_cac")) or 0), -float(r.get("revenue") or 0)))
+    promoters.sort(key=lambda r: (r.get("ltv_cac") is None, -Decimal(r.get("ltv_cac") or 0), -Decimal(r.get("revenue") or 0)))
     top = promoters[:TOP]
     names = _names(row["promoter_id"] for row in top)
     for row in top:
@@ -119,8 +121,10 @@ def content_page(merchant) -> dict:
     materials = list(
         Material.objects.filter(merchant=merchant).annotate(assigned=Count("assignments")).order_by("-created_at", "-id")[:TOP]
     )
+    currency = results.get("currency", "")
+    nothing = {"clicks": 0, "purchases": 0, "revenue": money.format_minor(0, currency) if currency else "0"}
     for material in materials:
-        material.figures = material_rows.get(material.pk)
+        material.figures = material_rows.get(material.pk, nothing)
     chart = {
         "labels": [str(r["key"]) for r in keywords],
         "lift": [r.get("lift") for r in keywords],
@@ -129,5 +133,5 @@ def content_page(merchant) -> dict:
     return {
         "run": run, "totals": results.get("totals", {}), "keywords": keywords, "formats": results.get("formats", []),
         "hour_windows": results.get("hour_windows", [])[:5], "grid": grid, "hours": list(range(24)),
-        "materials": materials, "chart": chart, "currency": results.get("currency", ""),
+        "materials": materials, "chart": chart, "currency": currency,
     }

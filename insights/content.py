@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -330,7 +331,6 @@ def content_frame(*, merchant: Merchant, since, until) -> tuple[pd.DataFrame, st
     commission = pd.Series(dtype="int64")
     if len(touch):
         touch = touch.astype({"revenue_minor": np.int64})
-        touch["weight"] = touch["weight"].astype(float)
         purchases = touch.groupby("key")["event_id"].nunique()
         own = touch[touch["currency"] == currency]
         revenue = own.groupby("key")["revenue_minor"].sum()
@@ -344,13 +344,9 @@ def content_frame(*, merchant: Merchant, since, until) -> tuple[pd.DataFrame, st
         if len(paid) and len(own):
             paid = paid.groupby(["event_id", "source_promoter_id"], as_index=False)["amount_minor"].sum()
             paid = paid.rename(columns={"source_promoter_id": "promoter_id"})
-            credits["weight"] = credits["weight"].astype(float)
             share = own.merge(credits.rename(columns={"weight": "credit_weight"}), on=["event_id", "promoter_id"])
             share = share.merge(paid, on=["event_id", "promoter_id"])
-            share["commission_minor"] = np.rint(
-                share["amount_minor"].astype(float) * share["weight"] / share["credit_weight"]
-            ).astype(np.int64)
-            commission = share.groupby("key")["commission_minor"].sum()
+            commission = _commission_by_key(share, currency)
 
     items = items.set_index("key")
     items["clicks"] = per_key_clicks.reindex(items.index, fill_value=0).astype(np.int64)
@@ -382,6 +378,21 @@ def content_insights_run(*, merchant: Merchant, days: int = 30, now=None, min_df
         merchant=merchant, kind=InsightRun.Kind.CONTENT, window_days=days, results=results,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _commission_by_key(share: pd.DataFrame, currency: str) -> pd.Series:
+    """The commission each content key earned: every (event, promoter) commission split over
+    that promoter's touchpoints by their exact weights, the part outside content (its other
+    touchpoints) left out, by ``money.split``, so the parts of a commission add up to it."""
+    parts: dict = {}
+    for (_, _), rows in share.groupby(["event_id", "promoter_id"], sort=False):
+        weights = [Decimal(str(w)) for w in rows["weight"]]
+        rest = Decimal(str(rows["credit_weight"].iloc[0])) - sum(weights, Decimal(0))
+        amount = money.from_minor(int(rows["amount_minor"].iloc[0]), currency)
+        pieces = money.split(amount, [*weights, max(rest, Decimal(0))], currency)
+        for key, piece in zip(rows["key"], pieces, strict=False):
+            parts[key] = parts.get(key, 0) + money.to_minor(piece, currency)
+    return pd.Series(parts, dtype="int64")
 
 
 # --- Registration ------------------------------------------------------------------------

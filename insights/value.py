@@ -204,9 +204,10 @@ def value_compute(*, program: Program, window_days: int = 90, now: datetime | No
         if not per:
             unallocated += Decimal(total)
             continue
-        whole = sum(per.values(), ZERO)
-        for channel, weight in per.items():
-            channel_adjustments[channel] = channel_adjustments.get(channel, ZERO) + Decimal(total) * weight / whole
+        # Split by the one money helper, so that a promoter's channels add up to its own.
+        parts = money.split(money.from_minor(total, currency), list(per.values()), currency)
+        for channel, part in zip(per, parts, strict=True):
+            channel_adjustments[channel] = channel_adjustments.get(channel, ZERO) + money.to_minor(part, currency)
 
     promoter_rows = [
         _row(currency, program.pk, promoter_id, figures, Decimal(adjustments.get(promoter_id, 0)))

@@ -19,13 +19,15 @@ from attribution.models import Credit, Touchpoint
 from promoters.models import Promoter
 
 
-def conversions_screen(events: list[ConversionEvent]) -> list[ConversionEvent]:
+def conversions_screen(events: list[ConversionEvent]) -> tuple[list[ConversionEvent], dict[int, list]]:
     """Flag the events the fraud rules catch (is_fraud, flag_reason, saved); return the
-    others, in their order. Events cleared by hand (``cleared_at``) are not judged again."""
+    others, in their order, and the touchpoints selected for the events judged, by event id
+    (attribution takes them as they are instead of reading the journeys again). Events
+    cleared by hand (``cleared_at``) are not judged again."""
     rules = fraud.ConversionRules.from_settings()
     judged = [e for e in events if e.cleared_at is None and not e.is_fraud]
     if not rules.any or not judged:
-        return [e for e in events if not e.is_fraud]
+        return [e for e in events if not e.is_fraud], {}
     touchpoints_of = attribution.events_touchpoints([(e, e.terms) for e in judged])
     credited_of: dict[int, tuple[int, ...]] = {}
     last_click_of: dict[int, object] = {}
@@ -70,7 +72,7 @@ def conversions_screen(events: list[ConversionEvent]) -> list[ConversionEvent]:
         event.is_fraud, event.flag_reason = True, reasons[event.pk]
     if flagged:
         ConversionEvent.objects.bulk_update(flagged, ["is_fraud", "flag_reason"])
-    return [e for e in events if not e.is_fraud]
+    return [e for e in events if not e.is_fraud], touchpoints_of
 
 
 def _ip_history(facts: list[fraud.ConversionFacts], rules: fraud.ConversionRules) -> list[fraud.IpConversion]:

@@ -1,6 +1,6 @@
 """Commissions from conversions, written to the ledger; approval when the hold ends.
 
-``process_conversion`` is the step that ``affiliate`` runs for each event (registered by
+``process_conversions`` is the step that ``affiliate`` runs for each event (registered by
 name in ``PayoutsConfig.ready``); it runs inside the event's processing transaction, under
 the event's row lock, so a crash half-way leaves nothing and a second run finds the event
 already processed.
@@ -90,16 +90,6 @@ def _within_upline(start: set[int], limit: int) -> RawSQL:
     )
 
 
-def _immediate(promoter_ids) -> set[int]:
-    return set(
-        Promoter.objects.filter(pk__in=set(promoter_ids), payout_plan=Promoter.PayoutPlan.IMMEDIATE).values_list("id", flat=True)
-    )
-
-
-def process_conversion(event: ConversionEvent) -> None:
-    process_conversions([event])
-
-
 def process_conversions(events: list[ConversionEvent]) -> None:
     """Commissions for a batch of events, in the transaction that marks them processed.
 
@@ -121,10 +111,12 @@ def process_conversions(events: list[ConversionEvent]) -> None:
 def _process_gains(events: list[ConversionEvent]) -> None:
     # The fraud rules first: a flagged conversion earns nothing (no touchpoints, credits or
     # commissions), its reason stored; finance may clear it, which credits it then.
-    events = fraud.conversions_screen(events) if events else events
     if not events:
         return
-    credits_of = attribution.attributions_record(events=events)
+    events, touchpoints_of = fraud.conversions_screen(events)
+    if not events:
+        return
+    credits_of = attribution.attributions_record(events=events, touchpoints_of=touchpoints_of)
     credited = [e for e in events if credits_of[e.pk]]
     if not credited:
         return
@@ -249,14 +241,13 @@ def _process_refund(event: ConversionEvent) -> None:
     _write(reversals)
 
 
-def _write(commissions: list[Commission], *, immediate: set[int] | None = None) -> None:
+def _write(commissions: list[Commission], *, immediate: frozenset[int] | set[int] = frozenset()) -> None:
     """Write commissions (of any events) and post them. ``immediate``: which of the
-    promoters are paid at once, when the caller knows."""
+    promoters are paid at once (their payout plan came with their facts); a reversal
+    sits where its commission sits, whatever the plan."""
     if not commissions:
         return
     now = timezone.now()
-    if immediate is None and any(c.kind != Commission.Kind.REVERSAL for c in commissions):
-        immediate = _immediate(c.promoter_id for c in commissions)
     for commission in commissions:
         if commission.kind != Commission.Kind.REVERSAL and (commission.promoter_id in immediate or commission.available_at <= now):
             commission.status = Commission.Status.APPROVED
