@@ -266,8 +266,15 @@ def test_sequences_along_the_links(seeded, django_db_blocker):
             return {"headers": headers_for(case.operation, seeded)}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
-            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+            try:
+                case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+            except Exception as exc:
+                # Kept, then raised below: hypothesis, replaying the failing sequence on a
+                # database the sequences changed, may stop as "flaky" and lose it otherwise.
+                failures.append(f"{case.operation.label}: {exc}")
+                raise
 
+    failures: list[str] = []
     with django_db_blocker.unblock():
         try:
             Sequences.run(settings=STATEFUL_SETTINGS)
@@ -276,8 +283,9 @@ def test_sequences_along_the_links(seeded, django_db_blocker):
             # meet another state (a list that was empty is not): hypothesis then stops with
             # "inconsistent data generation". That is the test's limit, not an answer that
             # broke the schema (those raise their own failure); the sequences run until
-            # then still count below.
+            # then still count below, and any failure they met is kept in ``failures``.
             pass
+    assert failures == []
     assert len(followed) >= 5, sorted(followed)
 
 

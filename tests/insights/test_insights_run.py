@@ -50,6 +50,7 @@ def test_runs_every_job_and_reports_each(world):  # noqa: F811
 def test_an_unknown_merchant_is_an_error():
     with pytest.raises(CommandError, match="No merchant with id 999999"):
         call_command("insights_run", merchant=999999, stdout=io.StringIO())
+    assert (InsightRun.objects.count(), SegmentModel.objects.count()) == (0, 0)
 
 
 def test_rates_on_tables_just_computed_decide_as_on_their_own(world):  # noqa: F811

@@ -25,6 +25,8 @@ def test_rates_set_changes_the_expected_ones_with_their_history(merchant, progra
     promoter_update(promoter=cat, commission_rate="0.13")  # changed after the caller read 0.12
     dan = make(merchant, program, "dan", commission_rate="0.05")
     promoter_update(promoter=dan, status="inactive")
+    left_alone = list(PromoterRateHistory.objects.filter(promoter__in=[cat, dan]).order_by("id").values_list("pk", "rate"))
+    assert [rate for _, rate in left_alone] == [Decimal("0.120000"), Decimal("0.130000")]  # Cat's own change only
 
     changed = promoter_rates_set(
         merchant=merchant,
@@ -39,6 +41,8 @@ def test_rates_set_changes_the_expected_ones_with_their_history(merchant, progra
     # The history as promoter_update writes it: the rate until now (from creation), then the new one
     history = list(PromoterRateHistory.objects.filter(promoter__in=[ann, bob]).order_by("promoter_id", "id").values_list("promoter__name", "rate"))
     assert history == [("ann", None), ("ann", Decimal("0.110000")), ("bob", Decimal("0.120000")), ("bob", Decimal("0.130000"))]
+    # Nothing written for the two left alone
+    assert list(PromoterRateHistory.objects.filter(promoter__in=[cat, dan]).order_by("id").values_list("pk", "rate")) == left_alone
     first = PromoterRateHistory.objects.filter(promoter=ann).order_by("id").first()
     assert first.effective_from == ann.created_at
 
@@ -50,8 +54,9 @@ def test_plans_set_changes_only_what_differs_and_refuses_a_bad_plan(merchant, pr
     assert before == {ann.pk: "standard"}  # Bob already had it
     assert dict(Promoter.objects.values_list("name", "payout_plan")) == {"ann": "guaranteed", "bob": "immediate"}
 
-    with pytest.raises(ServiceValidationError):
+    with pytest.raises(ServiceValidationError) as refused:
         promoter_plans_set(merchant=merchant, plans={ann.pk: "standard", bob.pk: "weekly"})
+    assert refused.value.fields == {"payout_plan": ["Choose one of: standard, immediate, guaranteed."]}
     assert dict(Promoter.objects.values_list("name", "payout_plan")) == {"ann": "guaranteed", "bob": "immediate"}
 
     # Another merchant's call cannot touch these promoters
