@@ -385,7 +385,8 @@ def record(
     new_visitor = visitor_id is None
     if new_visitor:
         visitor_id = uuid.uuid4()
-    click_id = uuid7()
+    micros = time.time_ns() // 1000
+    click_id = uuid7(_EPOCH + dt.timedelta(microseconds=micros))  # of its created_at: its month
     browser = click_browser_fields(ip=ip, user_agent=user_agent, referrer=referrer, subs=subs)
     spool().append(
         [
@@ -396,7 +397,7 @@ def record(
             target.merchant_id,
             target.program_id,
             target.promoter_id,
-            time.time_ns() // 1000,
+            micros,
             *browser.values(),  # user_agent, referrer, ip_hash, sub1..sub5: FIELDS' order
             target.duplicate_click_seconds,
         ]

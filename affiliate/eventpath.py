@@ -86,7 +86,7 @@ WITH created AS (
 ), existing AS (
     SELECT id, stage FROM affiliate_customer
     WHERE merchant_id = %(merchant)s AND external_id = %(customer)s
-    FOR UPDATE
+    FOR NO KEY UPDATE
 ), customer AS (
     SELECT id, stage FROM created UNION ALL SELECT id, stage FROM existing
 ), program AS (
@@ -96,7 +96,7 @@ SELECT
     customer.id,
     customer.stage,
     EXISTS (SELECT 1 FROM affiliate_merchant WHERE id = %(merchant)s AND api_key_hash = %(key_hash)s),
-    EXISTS (SELECT 1 FROM affiliate_conversionevent WHERE {repeat}),
+    EXISTS (SELECT 1 FROM affiliate_eventkey WHERE {repeat}),
     (SELECT visitor_id FROM affiliate_click WHERE id = %(click)s AND merchant_id = %(merchant)s),
     (SELECT id FROM promoters_promoter WHERE merchant_id = %(merchant)s AND UPPER(coupon_code) = %(coupon_key)s
      ORDER BY id LIMIT 1),
@@ -113,11 +113,10 @@ PROGRAM_COLUMNS = (
 # As ``events._program`` finds it: the default program (``.first()``: the lowest id), or the
 # merchant's program of that id.
 _PROGRAM = {False: "is_default ORDER BY id LIMIT 1", True: "id = %(program)s"}
-# The event type is written into the text, not bound: the partial unique indexes that
-# serve these look-ups are chosen only when the planner sees the type.
+# A repeat, found by the event's key (models.EventKey).
 _REPEAT = {
-    "purchase": "merchant_id = %(merchant)s AND type = 'purchase' AND order_id = %(order_id)s",
-    "registration": "merchant_id = %(merchant)s AND type = 'registration' AND customer_id = customer.id",
+    "purchase": "merchant_id = %(merchant)s AND kind = 'purchase' AND key = %(order_id)s AND refund_id = ''",
+    "registration": "merchant_id = %(merchant)s AND kind = 'registration' AND key = customer.id::text AND refund_id = ''",
 }
 # (event type, program given by id) -> the statement
 LOOK = {
@@ -144,6 +143,9 @@ WITH event AS (
         %(now)s, NULL, 0
     )
     RETURNING id
+), key AS (
+    INSERT INTO affiliate_eventkey (merchant_id, kind, key, refund_id, event_id)
+    SELECT %(merchant)s, %(type)s, %(key)s, '', id FROM event
 ){binding}{stage}
 SELECT id FROM event
 """
@@ -372,6 +374,7 @@ class EventFastPath(TrackingFastPath):
                 warnings=Jsonb([]),
                 terms=Jsonb(terms),
                 occurred_at=data.occurred_at,
+                key=str(customer_pk) if data.type == "registration" else data.order_id,
             )
             cursor.execute(EVENT[(visitor is not None, next_stage != stage)], params)
             event_id = cursor.fetchone()[0]

@@ -28,7 +28,7 @@ from promoters.selectors import promoter_by_coupon
 
 from . import clickspool, journey, money
 from .errors import ApiError, ServiceValidationError
-from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program
+from .models import Click, ConversionEvent, Customer, CustomerVisitor, EventKey, Merchant, Program
 
 logger = logging.getLogger(__name__)
 
@@ -212,19 +212,20 @@ def clean_event(merchant: Merchant, payload: dict) -> CleanEvent:
 def _find_repeat(merchant: Merchant, data: CleanEvent) -> ConversionEvent | None:
     """The event this request repeats, or ``None``; raise a 409 for a conflicting repeat.
 
-    Runs on every event, and almost always finds nothing: the look-up reads only the few
-    columns the checks need, and the whole event is loaded only when there is a repeat."""
-    events = ConversionEvent.objects.filter(merchant=merchant)
+    Runs on every event, and almost always finds nothing: the look-up is one probe of the
+    event keys' unique index (with the few columns the checks need), and the whole event is
+    loaded only when there is a repeat."""
+    keys = EventKey.objects.filter(merchant=merchant)
     if data.type == "registration":
         # Through the customer's unique key first: an index look-up, not a scan of the merchant.
         customer_pk = Customer.objects.filter(merchant=merchant, external_id=data.customer_id).values_list("pk", flat=True).first()
         if customer_pk is None:
             return None
-        return _load(events.filter(type="registration", customer_id=customer_pk).values_list("pk", flat=True).first())
+        return _load(keys.filter(kind=EventKey.Kind.REGISTRATION, key=str(customer_pk)).values_list("event_id", flat=True).first())
     if data.type == "purchase":
         row = (
-            events.filter(type="purchase", order_id=data.order_id)
-            .values_list("pk", "customer__external_id", "amount_minor", "currency")
+            keys.filter(kind=EventKey.Kind.PURCHASE, key=data.order_id)
+            .values_list("event_id", "event__customer__external_id", "event__amount_minor", "event__currency")
             .first()
         )
         if row is None:
@@ -237,8 +238,8 @@ def _find_repeat(merchant: Merchant, data: CleanEvent) -> ConversionEvent | None
             raise conflict(f"Order {data.order_id} was already received with amount {amount}.")
         return _load(pk)
     row = (
-        events.filter(type="refund", order_id=data.order_id, refund_id=data.refund_id)
-        .values_list("pk", "amount_minor", "currency")
+        keys.filter(kind=EventKey.Kind.REFUND, key=data.order_id, refund_id=data.refund_id)
+        .values_list("event_id", "event__amount_minor", "event__currency")
         .first()
     )
     if row is None:
@@ -263,7 +264,11 @@ def _load(pk: int | None) -> ConversionEvent | None:
 def _find_by_key(merchant: Merchant, key: str | None, digest: str) -> ConversionEvent | None:
     if not key:
         return None
-    existing = ConversionEvent.objects.filter(merchant=merchant, idempotency_key=key).first()
+    existing = _load(
+        EventKey.objects.filter(merchant=merchant, kind=EventKey.Kind.IDEMPOTENCY, key=key)
+        .values_list("event_id", flat=True)
+        .first()
+    )
     if existing is not None and existing.body_hash != digest:
         raise conflict("This Idempotency-Key was already used with another body.")
     return existing
@@ -316,7 +321,9 @@ def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source
     # Create the customer unless it exists (a no-op insert on the unique key), then lock it:
     # one writer per customer at a time, for the journey decides which purchase is the first.
     Customer.objects.bulk_create([Customer(merchant=merchant, external_id=data.customer_id)], ignore_conflicts=True)
-    customer = Customer.objects.select_for_update().get(merchant=merchant, external_id=data.customer_id)
+    # FOR NO KEY UPDATE: writers of the customer queue behind each other, while a worker
+    # that writes rows referring to the customer (a key share lock) is not held up.
+    customer = Customer.objects.select_for_update(no_key=True).get(merchant=merchant, external_id=data.customer_id)
     existing = _find_repeat(merchant, data)
     if existing is not None:
         return IngestResult(existing, False)
@@ -368,6 +375,9 @@ def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source
         terms=program.terms(),
         occurred_at=data.occurred_at,
     )
+    # The event's keys, whose unique index refuses a concurrent twin (an IntegrityError,
+    # answered by event_ingest as a repeat).
+    EventKey.objects.bulk_create(EventKey.of(event))
     if click is not None:
         CustomerVisitor.objects.bulk_create(
             [CustomerVisitor(customer=customer, visitor_id=click.visitor_id, click=click)], ignore_conflicts=True
@@ -380,10 +390,20 @@ def _record(merchant, data: CleanEvent, payload, idempotency_key, digest, source
 
 
 def _refund_target(merchant: Merchant, data: CleanEvent, customer: Customer) -> tuple[ConversionEvent, Decimal]:
+    purchase_pk = (
+        EventKey.objects.filter(merchant=merchant, kind=EventKey.Kind.PURCHASE, key=data.order_id)
+        .values_list("event_id", flat=True)
+        .first()
+    )
     purchase = (
-        ConversionEvent.objects.select_for_update()
+        None
+        if purchase_pk is None
+        # The purchase alone (not its program, which every commission row refers to), and
+        # FOR NO KEY UPDATE: refunds of the order queue behind each other, and a worker
+        # crediting the purchase is not held up by this lock while this waits for it.
+        else ConversionEvent.objects.select_for_update(no_key=True, of=("self",))
         .select_related("program")
-        .filter(merchant=merchant, type="purchase", order_id=data.order_id)
+        .filter(pk=purchase_pk)
         .first()
     )
     if purchase is None:

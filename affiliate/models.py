@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -18,10 +19,14 @@ from django.utils import timezone
 from . import money
 from .journey import EVENT_STAGES, Stage
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of the index."""
-    millis = int(time.time() * 1000) & ((1 << 48) - 1)
+
+def uuid7(at: datetime | None = None) -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7) of ``at`` (now by default): new rows land at
+    the end of the index, and a click's id tells the month whose partition holds it
+    (affiliate/partitions.py)."""
+    millis = (time.time_ns() // 1_000_000 if at is None else (at - _EPOCH) // timedelta(milliseconds=1)) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
     rand_a = (rand >> 62) & 0xFFF
     rand_b = rand & ((1 << 62) - 1)
@@ -295,21 +300,9 @@ class ConversionEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # What must be unique besides the id (one purchase per order...) is EventKey's to
+        # enforce: this table is partitioned by month on PostgreSQL (affiliate/partitions.py).
         constraints = [
-            models.UniqueConstraint(
-                fields=["merchant", "customer"], condition=Q(type="registration"), name="event_one_registration_per_customer"
-            ),
-            models.UniqueConstraint(
-                fields=["merchant", "order_id"], condition=Q(type="purchase"), name="event_one_purchase_per_order"
-            ),
-            models.UniqueConstraint(
-                fields=["merchant", "order_id", "refund_id"], condition=Q(type="refund"), name="event_refund_unique"
-            ),
-            models.UniqueConstraint(
-                fields=["merchant", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="event_idempotency_key_unique",
-            ),
             models.CheckConstraint(
                 condition=Q(type="registration", amount_minor__isnull=True) | Q(amount_minor__gt=0),
                 name="event_amount_positive",
@@ -336,3 +329,52 @@ class ConversionEvent(models.Model):
     @property
     def amount(self) -> Decimal | None:
         return None if self.amount_minor is None else money.from_minor(self.amount_minor, self.currency)
+
+
+class EventKey(models.Model):
+    """What makes a conversion event unique besides its id, one row per rule, written in the
+    event's transaction: one registration per customer, one purchase per order, one refund
+    per order and refund id, one event per Idempotency-Key.
+
+    The events table is partitioned by month on PostgreSQL (affiliate/partitions.py), and a
+    unique index across partitions must hold the partition key; here, in one plain table,
+    the unique constraint refuses a second event for the same key whatever months the two
+    fall in, and finds the first by an index look-up."""
+
+    class Kind(models.TextChoices):
+        REGISTRATION = "registration"  # key: the customer's id (ours)
+        PURCHASE = "purchase"  # key: the order id
+        REFUND = "refund"  # key: the order id, with the refund id
+        IDEMPOTENCY = "idempotency"  # key: the Idempotency-Key
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+", db_index=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    key = models.CharField(max_length=255)
+    refund_id = models.CharField(max_length=255, blank=True, default="")
+    event = models.ForeignKey(ConversionEvent, on_delete=models.PROTECT, related_name="keys", db_index=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "kind", "key", "refund_id"], name="eventkey_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+    @classmethod
+    def of(cls, event: ConversionEvent) -> list[EventKey]:
+        """The keys ``event`` holds."""
+        keys = []
+        if event.type == ConversionEvent.Type.REGISTRATION:
+            keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.REGISTRATION, key=str(event.customer_id)))
+        elif event.type == ConversionEvent.Type.PURCHASE:
+            keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.PURCHASE, key=event.order_id))
+        else:
+            keys.append(
+                cls(merchant_id=event.merchant_id, kind=cls.Kind.REFUND, key=event.order_id, refund_id=event.refund_id)
+            )
+        if event.idempotency_key is not None:
+            keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.IDEMPOTENCY, key=event.idempotency_key))
+        for key in keys:
+            key.event = event
+        return keys

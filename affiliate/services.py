@@ -19,7 +19,7 @@ from django.utils import timezone
 from . import fraud, money
 from .auth import digest, new_api_key
 from .errors import ServiceValidationError
-from .models import Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor
+from .models import Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor, uuid7
 from .validation import MAX_TIER_LEVELS, FieldProblem, destination_host, normalize_host, parse_rate
 
 # --- Merchants ------------------------------------------------------------------------
@@ -320,6 +320,8 @@ def click_record(
     if new_visitor:
         visitor_id = uuid.uuid4()
     values = {
+        # Its id tells its month: the partition it belongs in (affiliate/partitions.py).
+        "id": uuid7(now),
         "link_id": target.id,
         "merchant_id": target.merchant_id,
         "program_id": target.program_id,

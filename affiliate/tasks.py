@@ -32,3 +32,11 @@ def drain_events(slot: int = 0) -> int:
 @shared_task(name="affiliate.requeue_stale_events")
 def requeue_stale_events() -> int:
     return events.requeue_stale_events()
+
+
+@shared_task(name="affiliate.ensure_partitions")
+def ensure_partitions() -> list[str]:
+    """Create this month's and the coming months' partitions of clicks and events."""
+    from . import partitions
+
+    return [str(outcome) for outcome in partitions.ensure()]

@@ -188,6 +188,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.sweep_webhooks",
         "schedule": timedelta(seconds=10),
     },
+    "ensure-partitions": {
+        "task": "affiliate.ensure_partitions",
+        "schedule": crontab(minute=15, hour=1),
+    },
     "insights-compute-value": {
         "task": "insights.compute_value",
         "schedule": crontab(minute=0, hour=3),
@@ -217,6 +221,11 @@ EVENT_DRAINERS = int(os.environ.get("EVENT_DRAINERS", "2"))
 EVENT_DRAINER_LINGER_SECONDS = float(os.environ.get("EVENT_DRAINER_LINGER_SECONDS", "2"))
 EVENT_DRAINER_POLL_SECONDS = float(os.environ.get("EVENT_DRAINER_POLL_SECONDS", "0.05"))
 EVENT_DRAINER_LEASE_SECONDS = int(os.environ.get("EVENT_DRAINER_LEASE_SECONDS", "15"))
+# PostgreSQL: clicks and events are partitioned by month (affiliate/partitions.py); the
+# daily job keeps this month and PARTITION_MONTHS_AHEAD months after it created, waiting at
+# most PARTITION_LOCK_TIMEOUT seconds for a table's lock (a busy table is tried next run).
+PARTITION_MONTHS_AHEAD = int(os.environ.get("PARTITION_MONTHS_AHEAD", "3"))
+PARTITION_LOCK_TIMEOUT = int(os.environ.get("PARTITION_LOCK_TIMEOUT", "5"))
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
