@@ -106,3 +106,22 @@ def level_sizes(promoters: int) -> list[int]:
     if sizes[-1] < 1:
         raise SystemExit("--promoters too small for a 5-level tree")
     return sizes
+
+
+def monthly_event_id(n: int, received_at) -> int:
+    """The ``n``-th loaded event's id, received at ``received_at``, as the database gives it
+    (``YYYYMM * 10^10 + n``): each event lands in its month's partition (affiliate/partitions.py)."""
+    from affiliate import partitions
+
+    return partitions.event_id_floor(partitions.month_start(received_at)) + n
+
+
+def make_partitions(first, last) -> list[str]:
+    """The monthly partitions of clicks and events from ``first``'s month to ``last``'s, for
+    the rows a loader is about to copy (PostgreSQL; the migration made only this month's and
+    the months ahead)."""
+    from affiliate import partitions
+
+    start, end = partitions.month_start(first), partitions.month_start(last)
+    months = (end.year - start.year) * 12 + end.month - start.month
+    return [str(o) for o in partitions.ensure(today=start, ahead=max(months, 0)) if o.state != "present"]

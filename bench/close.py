@@ -42,7 +42,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from benchlib import Copier, checkpoint, cpu_model, drop_database, level_sizes, log, recreate_database
+from benchlib import (
+    Copier,
+    checkpoint,
+    cpu_model,
+    drop_database,
+    level_sizes,
+    log,
+    make_partitions,
+    monthly_event_id,
+    recreate_database,
+)
 from benchlib import proc_cpu_and_start as _proc_cpu_and_start
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 from benchlib import system_busy as _system_busy
@@ -299,6 +309,9 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
     terms = json.dumps(program.terms())
     m_id, pg_id, cur = merchant.pk, program.pk, "USD"
     timings: dict[str, float] = {}
+    made = make_partitions(MONTH_START, MONTH_END - timedelta(seconds=1))
+    if made:
+        log(f"partitions for the month: {', '.join(made)}")
 
     with transaction.atomic(), connection.cursor() as django_cursor:
         raw = django_cursor.cursor
@@ -348,8 +361,9 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
         event_rows, credit_rows, commission_rows = [], [], []
         balances = [0] * (month.promoters + 1)
         commission_id = 0
-        for event_id, (second, is_refund, index) in enumerate(month.events, start=1):
+        for n, (second, is_refund, index) in enumerate(month.events, start=1):
             occurred = at(second)
+            event_id = monthly_event_id(n, occurred + timedelta(seconds=1))
             processed = occurred + timedelta(seconds=2)
             if not is_refund:
                 i = index

@@ -38,7 +38,16 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from benchlib import Copier, cpu_model, drop_database, level_sizes, log, recreate_database
+from benchlib import (
+    Copier,
+    cpu_model,
+    drop_database,
+    level_sizes,
+    log,
+    make_partitions,
+    monthly_event_id,
+    recreate_database,
+)
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +69,7 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, ReferralLink, Visitor
+    from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, ReferralLink, Visitor, uuid7
     from affiliate.services import merchant_create, program_create
     from attribution.models import Credit, Touchpoint
     from insights.models import Content, Product, RateRule
@@ -96,6 +105,9 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
     weights = quality[1:]
     leaf_of = [0] + rng.choices(range(1, promoters + 1), weights=weights, k=customers)
     timings: dict[str, float] = {}
+    made = make_partitions(start, now)
+    if made:
+        log(f"partitions for the months loaded: {len(made)}")
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as django_cursor:
         raw = django_cursor.cursor
@@ -121,7 +133,7 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
             visitor = uuid.UUID(int=rng.getrandbits(128))
             at = start + timedelta(seconds=rng.randrange(span - 86400))
             visitors.append((visitor, at))
-            click = uuid.UUID(int=rng.getrandbits(128))
+            click = uuid7(at)
             clicks.append((click, leaf, m_id, pg_id, leaf, visitor, at, rng.random() < 0.01, rng.random() < 0.02))
             bindings.append((c, visitor, click, at))
             purchases = 1 + (rng.random() < quality[leaf] * 8) + (rng.random() < 0.2)
@@ -129,7 +141,8 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
             customer_rows.append((c, m_id, f"cust-{c}", stage, at, at))
             registered = at + timedelta(minutes=5)
             event_id += 1
-            event_rows.append((event_id, c, "registration", "registration", None, "", "", None, registered))
+            event_rows.append((monthly_event_id(event_id, registered), c, "registration", "registration", None, "", "", None,
+                               registered))
             made += 1
             when = registered
             for k in range(purchases):
@@ -140,29 +153,32 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
                 event_id += 1
                 made += 1
                 order = f"o{event_id}"
-                event_rows.append((event_id, c, "purchase", "first_purchase" if k == 0 else "repeat_purchase", amount, order, "",
+                purchase_id = monthly_event_id(event_id, when)
+                event_rows.append((purchase_id, c, "purchase", "first_purchase" if k == 0 else "repeat_purchase", amount, order, "",
                                    None, when))
-                touch_rows.append((event_id, 0, "click", leaf, click, leaf, channel_of[leaf], at, "1.000000000000", amount))
-                credit_rows.append((event_id, leaf, "1.000000000000", "1/1", amount, cur, 0))
+                touch_rows.append((purchase_id, 0, "click", leaf, click, leaf, channel_of[leaf], at, "1.000000000000", amount))
+                credit_rows.append((purchase_id, leaf, "1.000000000000", "1/1", amount, cur, 0))
                 direct = amount // 10 if k == 0 else amount // 20
                 commission_id += 1
-                commission_rows.append((commission_id, event_id, leaf, leaf, "direct", 0, direct, amount, "0.100000", None, when))
+                commission_rows.append((commission_id, purchase_id, leaf, leaf, "direct", 0, direct, amount, "0.100000", None,
+                                        when))
                 parents = [(commission_id, leaf, 0, direct)]
                 if sponsor[leaf]:
                     commission_id += 1
                     override = amount // 20
-                    commission_rows.append((commission_id, event_id, sponsor[leaf], leaf, "override", 1, override, amount,
+                    commission_rows.append((commission_id, purchase_id, sponsor[leaf], leaf, "override", 1, override, amount,
                                             "0.050000", None, when))
                     parents.append((commission_id, sponsor[leaf], 1, override))
                 if rng.random() < 0.03 + (0.15 if quality[leaf] < 0.03 else 0) and made < events:
                     refund_at = min(when + timedelta(days=2), now)
                     event_id += 1
                     made += 1
-                    event_rows.append((event_id, c, "refund", "refund", amount, order, "", event_id - 1, refund_at))
-                    credit_rows.append((event_id, leaf, "1.000000000000", "1/1", -amount, cur, 0))
+                    refund_id = monthly_event_id(event_id, refund_at)
+                    event_rows.append((refund_id, c, "refund", "refund", amount, order, "", purchase_id, refund_at))
+                    credit_rows.append((refund_id, leaf, "1.000000000000", "1/1", -amount, cur, 0))
                     for parent, promoter, level, value in parents:
                         commission_id += 1
-                        commission_rows.append((commission_id, event_id, promoter, leaf, "reversal", level, -value, amount,
+                        commission_rows.append((commission_id, refund_id, promoter, leaf, "reversal", level, -value, amount,
                                                 "0.100000", parent, refund_at))
             if made >= events:
                 break
@@ -172,7 +188,7 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
             visitor = uuid.UUID(int=rng.getrandbits(128))
             at = start + timedelta(seconds=rng.randrange(span))
             visitors.append((visitor, at))
-            clicks.append((uuid.UUID(int=rng.getrandbits(128)), leaf, m_id, pg_id, leaf, visitor, at,
+            clicks.append((uuid7(at), leaf, m_id, pg_id, leaf, visitor, at,
                            rng.random() < 0.01 + (0.1 if quality[leaf] < 0.03 else 0), rng.random() < 0.02))
         timings["computing"] = time.monotonic() - started
 

@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import cpu_model, drop_database, log, recreate_database  # noqa: E402
+from benchlib import cpu_model, drop_database, log, make_partitions, monthly_event_id, recreate_database  # noqa: E402
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds  # noqa: E402
 from benchlib import system_busy as _system_busy  # noqa: E402
 from close import BackendMeter, Copier, micro, times_rate  # noqa: E402  (bench/close.py: the COPY loader and its rules)
@@ -77,7 +77,7 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
     from django.core.management.color import no_style
     from django.db import connection, transaction
 
-    from affiliate.models import Click, ConversionEvent, Customer, ReferralLink, Visitor
+    from affiliate.models import Click, ConversionEvent, Customer, ReferralLink, Visitor, uuid7
     from affiliate.services import merchant_create, program_create
     from attribution.models import Credit, Touchpoint
     from payouts.models import Account, Commission, Entry, Journal, PayoutBatch, PayoutLine, PayoutMethod
@@ -155,8 +155,9 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
     event_rows, credit_rows, touch_rows, commission_rows = [], [], [], []
     registered = 0
     bought: set[int] = set()
-    for event_id, (second, seller, kind) in enumerate(plan, start=1):
+    for n, (second, seller, kind) in enumerate(plan, start=1):
         occurred = year_ago + timedelta(seconds=second)
+        event_id = monthly_event_id(n, occurred + timedelta(seconds=1))
         processed = occurred + timedelta(seconds=2)
         lid, channel = rng.choice(link_of.get(seller) or [(None, "")])
         if kind == "registration":
@@ -172,7 +173,7 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
         stage = "repeat_purchase" if customer in bought else "first_purchase"
         bought.add(customer)
         amount = rng.randint(2000, 40000)
-        order = f"o{event_id}"
+        order = f"o{n}"
         payload = {"type": "purchase", "customer_id": f"cust-{customer}", "order_id": order,
                    "amount": f"{amount // 100}.{amount % 100:02d}", "currency": cur}
         event_rows.append((event_id, m_id, pg_id, customer, "purchase", stage, "processed", amount, cur, order, "",
@@ -261,6 +262,9 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
             journal("batch_paid", None, f"line {line[0]}", line[8],
                     [(account_of[(promoter, "processing")], -total), (account_of[(promoter, "paid")], total)])
     timings["statuses and ledger"] = time.monotonic() - started - timings["generated"]
+    made = make_partitions(year_ago - timedelta(days=1), now)
+    if made:
+        log(f"partitions for the months loaded: {len(made)}")
 
     with transaction.atomic(), connection.cursor() as django_cursor:
         raw = django_cursor.cursor
@@ -295,7 +299,7 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
                 else:
                     lid, owner = rng.choice(other_links)
                 at = now - timedelta(seconds=int(span * rng.random() ** 1.5))
-                yield (uuid.UUID(int=rng.getrandbits(128), version=4), lid, m_id, pg_id, owner, rng.choice(visitor_ids), at,
+                yield (uuid7(at), lid, m_id, pg_id, owner, rng.choice(visitor_ids), at,
                        "Mozilla/5.0 (bench)", "", hashlib.md5(str(i % 5000).encode()).hexdigest(), "", "", "", "", "",
                        False, False, "")
 
