@@ -244,7 +244,7 @@ class EventFastPath(TrackingFastPath):
         # Counted here, as Django's RateLimitMiddleware would (after the body's size check of
         # ApiBodyLimitMiddleware, above it); not again by Django should the request go there.
         hashed = digest(key)
-        wait = ratelimit.hit_wsgi(environ, "api", hashed)
+        wait = ratelimit.hit_wsgi(environ, ratelimit.api_scopes(environ, key, hashed))
         if wait:
             return ratelimit.answer_wsgi(start_response, wait, secure=secure)
         raw = environ["wsgi.input"].read(length)

@@ -146,7 +146,7 @@ class TrackingFastPath:
         # Counted here, where Django's RateLimitMiddleware would count it (past the checks
         # above, which hand the request to Django: it counts those itself).
         ip = views.client_ip(_Meta(environ))
-        wait = ratelimit.hit_wsgi(environ, "redirect", ip)
+        wait = ratelimit.hit_wsgi(environ, [("redirect", ip)])
         if wait:
             return ratelimit.answer_wsgi(start_response, wait, secure=secure)
         visitor_id = views.visitor_from_cookies(parse_cookie(environ.get("HTTP_COOKIE", "")))

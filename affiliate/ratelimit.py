@@ -5,8 +5,8 @@ What is limited, and by what:
 
 * the API (``/api/...``, the events fast path included), per API key: the digest of the
   key in ``Authorization: Bearer <key>``, valid or not (a key someone does not have
-  cannot be used up by them); requests without a key are not counted here (they are a
-  401, or the public schema and docs);
+  cannot be used up by them); and per client IP, every request, with a key or without
+  (so that one address cannot try key after key, each with a fresh count);
 * the GET postback (``/postback/<token>``), per client IP;
 * the tracking redirect (``/r/<code>``, the WSGI fast path included), per client IP.
 
@@ -94,7 +94,12 @@ class Buckets:
             self._buckets.clear()
 
 
-SCOPES = {"api": "RATE_LIMIT_API_PER_KEY", "postback": "RATE_LIMIT_POSTBACK_PER_IP", "redirect": "RATE_LIMIT_REDIRECT_PER_IP"}
+SCOPES = {
+    "api": "RATE_LIMIT_API_PER_KEY",
+    "api_ip": "RATE_LIMIT_API_PER_IP",
+    "postback": "RATE_LIMIT_POSTBACK_PER_IP",
+    "redirect": "RATE_LIMIT_REDIRECT_PER_IP",
+}
 _state: dict = {"settings": None, "buckets": {}}
 _state_lock = threading.Lock()
 
@@ -141,23 +146,34 @@ def _client_ip(meta) -> str:
     return views.client_ip(_Meta(meta))
 
 
-def scope_of(path: str, meta) -> tuple[str, str] | None:
-    """(scope, key) a request is counted under, or ``None`` when it is not limited."""
+def scopes_of(path: str, meta) -> list[tuple[str, str]]:
+    """The (scope, key) pairs a request is counted under; none when it is not limited."""
     if path.startswith("/r/"):
-        return "redirect", _client_ip(meta)
+        return [("redirect", _client_ip(meta))]
     if path.startswith("/postback/"):
-        return "postback", _client_ip(meta)
+        return [("postback", _client_ip(meta))]
     if path.startswith("/api/"):
-        key = bearer_key(meta)
-        if key is not None:
-            return "api", digest(key)
-    return None
+        return api_scopes(meta, bearer_key(meta))
+    return []
+
+
+def api_scopes(meta, key: str | None, hashed: str | None = None) -> list[tuple[str, str]]:
+    """An API request's: its client IP's, and its key's when it names one."""
+    scopes = [("api_ip", _client_ip(meta))]
+    if key is not None:
+        scopes.append(("api", hashed or digest(key)))
+    return scopes
 
 
 def hit(scope: str, key: str) -> float:
     """Count one request: 0.0 when it may go on, else the seconds until one could."""
     buckets = _buckets().get(scope)
     return 0.0 if buckets is None else buckets.take(key)
+
+
+def hit_all(scopes: list[tuple[str, str]]) -> float:
+    """Count one request under each of its scopes: the longest wait of them (0.0: go on)."""
+    return max((hit(scope, key) for scope, key in scopes), default=0.0)
 
 
 def retry_after(wait: float) -> int:
@@ -189,22 +205,20 @@ class RateLimitMiddleware:
     def __call__(self, request):
         meta = request.META
         if COUNTED not in meta:
-            scope = scope_of(request.path_info, meta)
-            if scope is not None:
-                wait = hit(*scope)
-                if wait:
-                    return throttled_response(wait)
+            wait = hit_all(scopes_of(request.path_info, meta))
+            if wait:
+                return throttled_response(wait)
         return self.get_response(request)
 
 
 # --- The fast paths (affiliate/fastpath.py, affiliate/eventpath.py) -----------------------
 
 
-def hit_wsgi(environ, scope: str, key: str) -> float:
-    """``hit`` for a request a fast path is about to answer; marks it counted, so that Django
-    does not count it again should the fast path hand it over after all."""
+def hit_wsgi(environ, scopes: list[tuple[str, str]]) -> float:
+    """``hit_all`` for a request a fast path is about to answer; marks it counted, so that
+    Django does not count it again should the fast path hand it over after all."""
     environ[COUNTED] = True
-    return hit(scope, key)
+    return hit_all(scopes)
 
 
 def _security_headers(secure: bool) -> list[tuple[str, str]]:

@@ -355,13 +355,15 @@ FRAUD_IP_WINDOW_SECONDS = int(os.environ.get("FRAUD_IP_WINDOW_SECONDS", "86400")
 # --- Rate limits (affiliate/ratelimit.py) -----------------------------------------------
 # Beyond these, requests are answered 429 with Retry-After: RATE_LIMIT_API_PER_KEY requests
 # per RATE_LIMIT_WINDOW_SECONDS per API key on /api/ (the events fast path included), and
-# per client IP RATE_LIMIT_POSTBACK_PER_IP on /postback/ and RATE_LIMIT_REDIRECT_PER_IP on
+# per client IP RATE_LIMIT_API_PER_IP on /api/ (with a key or without: one address trying
+# key after key is refused), RATE_LIMIT_POSTBACK_PER_IP on /postback/ and RATE_LIMIT_REDIRECT_PER_IP on
 # the tracking redirect /r/ (its fast path included); 0 switches a limit off. Counted by each
 # worker process on its own (a token bucket per key in memory, no Redis round trip on the
 # redirect: see affiliate/ratelimit.py), so N processes admit up to N times these. High by
 # default: the benchmarks send one key's 700 events/s and thousands of clicks/s from one IP.
 RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
 RATE_LIMIT_API_PER_KEY = int(os.environ.get("RATE_LIMIT_API_PER_KEY", "100000"))
+RATE_LIMIT_API_PER_IP = int(os.environ.get("RATE_LIMIT_API_PER_IP", "200000"))
 RATE_LIMIT_POSTBACK_PER_IP = int(os.environ.get("RATE_LIMIT_POSTBACK_PER_IP", "100000"))
 RATE_LIMIT_REDIRECT_PER_IP = int(os.environ.get("RATE_LIMIT_REDIRECT_PER_IP", "300000"))
 # Counted right after SecurityMiddleware (which still redirects plain HTTP to HTTPS first),

@@ -1,5 +1,5 @@
-"""Rate limits (affiliate/ratelimit.py): per API key on the API, per IP on the postback and
-the redirect; beyond them a 429 with Retry-After and the contract's error body, nothing
+"""Rate limits (affiliate/ratelimit.py): per API key and per IP on the API, per IP on the
+postback and the redirect; beyond them a 429 with Retry-After and the contract's error body, nothing
 written; the WSGI fast paths answer the very 429 Django answers and count a request once."""
 
 from __future__ import annotations
@@ -94,6 +94,23 @@ def test_the_api_is_limited_per_key(limits, merchant, other_merchant, program):
     ]
 
 
+def test_the_api_is_limited_per_ip_whatever_the_keys(limits, merchant, program):
+    """One address trying key after key: each wrong key has a fresh count of its own, the
+    address has one; past it even a valid key is refused from there, and nothing is written."""
+    limits.RATE_LIMIT_API_PER_IP = 3
+    guesses = [APIClient(HTTP_AUTHORIZATION=f"Bearer guess-{n}").get("/api/v1/merchant/").status_code for n in range(2)]
+    no_key = APIClient().get("/api/v1/merchant/").status_code
+    valid = APIClient(HTTP_AUTHORIZATION=f"Bearer {merchant.test_api_key}")
+    refused = valid.post("/api/v1/events/", {"type": "registration", "customer_id": "c-1"}, format="json")
+
+    assert (guesses, no_key) == ([401, 401], 401)
+    assert_throttled(refused, seconds=20)  # a third of a minute: the next of 3 per 60 s
+    assert ConversionEvent.objects.count() == 0
+    # Another address has its own count; the merchant's key still has room in its own
+    elsewhere = APIClient(HTTP_AUTHORIZATION=f"Bearer {merchant.test_api_key}", REMOTE_ADDR="198.51.100.9")
+    assert elsewhere.get("/api/v1/merchant/").status_code == 200
+
+
 @pytest.mark.django_db
 def test_a_promoter_key_is_limited_on_its_own(limits, merchant, promoter):
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {promoter_api_token_issue(promoter=promoter)}")
@@ -177,6 +194,7 @@ def test_the_defaults_let_the_benchmarks_through():
 
     assert settings.RATE_LIMIT_WINDOW_SECONDS == 60
     assert settings.RATE_LIMIT_API_PER_KEY == 100_000
+    assert settings.RATE_LIMIT_API_PER_IP == 200_000
     assert settings.RATE_LIMIT_POSTBACK_PER_IP == 100_000
     assert settings.RATE_LIMIT_REDIRECT_PER_IP == 300_000
     assert settings.MIDDLEWARE.index("affiliate.ratelimit.RateLimitMiddleware") == (

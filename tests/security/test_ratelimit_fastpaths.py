@@ -120,6 +120,24 @@ def test_the_event_fast_path_answers_djangos_429(scenario, limits, settings, mer
     assert sorted(ConversionEvent.objects.values_list("order_id", flat=True)) == ["A-1", "A-2"]
 
 
+def test_the_event_fast_path_counts_the_client_ip_too(limits, merchant, program, workers):
+    limits.RATE_LIMIT_API_PER_KEY = 100
+    limits.RATE_LIMIT_API_PER_IP = 2
+    inner = Counting()
+    fast = EventFastPath(inner)
+
+    def purchase(n: int, ip: str) -> dict:
+        body = {"type": "purchase", "customer_id": f"c-{n}", "order_id": f"A-{n}", "amount": "10.00"}
+        return event_environ(merchant, body, REMOTE_ADDR=ip)
+
+    answers = [call(fast, purchase(n, "203.0.113.5"))[0] for n in (1, 2, 3)]
+    answers.append(call(fast, purchase(4, "203.0.113.6"))[0])
+
+    assert inner.calls == 0
+    assert answers == ["201 Created", "201 Created", "429 Too Many Requests", "201 Created"]
+    assert sorted(ConversionEvent.objects.values_list("order_id", flat=True)) == ["A-1", "A-2", "A-4"]
+
+
 def test_a_request_the_event_fast_path_hands_to_django_is_counted_once(limits, merchant, program, workers):
     inner = Counting()
     fast = EventFastPath(inner)
