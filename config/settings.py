@@ -221,6 +221,11 @@ EVENT_DRAINERS = int(os.environ.get("EVENT_DRAINERS", "2"))
 EVENT_DRAINER_LINGER_SECONDS = float(os.environ.get("EVENT_DRAINER_LINGER_SECONDS", "2"))
 EVENT_DRAINER_POLL_SECONDS = float(os.environ.get("EVENT_DRAINER_POLL_SECONDS", "0.05"))
 EVENT_DRAINER_LEASE_SECONDS = int(os.environ.get("EVENT_DRAINER_LEASE_SECONDS", "15"))
+# Webhook endpoints on private, loopback or link-local addresses (a merchant's URL must not
+# reach into this network): refused when saved and before every attempt, unless this is on
+# (by default with DEBUG, for receivers on this machine).
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", DEBUG)
+
 # PostgreSQL: clicks and events are partitioned by month (affiliate/partitions.py); the
 # daily job keeps this month and PARTITION_MONTHS_AHEAD months after it created, waiting at
 # most PARTITION_LOCK_TIMEOUT seconds for a table's lock (a busy table is tried next run).

@@ -6,6 +6,8 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+# The webhook tests' receivers listen on 127.0.0.1; tests/payouts/test_webhook_ssrf.py turns it off.
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_HOSTS", "1")
 
 from .settings import *  # noqa: E402,F403
 

@@ -64,9 +64,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -208,7 +210,40 @@ def clean_url(raw) -> str:
         raise ServiceValidationError({"url": ["Must be an absolute http(s) URL."]})
     if parts.scheme != "https" and not settings.DEBUG and host not in LOCAL_HOSTS:
         raise ServiceValidationError({"url": ["Must use https."]})
+    if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS:
+        address = _literal_address(host)
+        if host == "localhost" or host.endswith(".localhost") or (address is not None and not address.is_global):
+            raise ServiceValidationError({"url": ["Must be a public address, not a private, loopback or link-local one."]})
     return url
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def private_address(url: str) -> str:
+    """The first address the URL's host resolves to that is not on the public internet (a
+    private, loopback, link-local, shared or reserved one), or "" when there is none.
+
+    Checked before every attempt, not only when the endpoint is saved: a name may resolve
+    elsewhere later. (The request then resolves the name again; a DNS server that answers
+    differently within those milliseconds is not defeated by this check.)"""
+    host = (urlsplit(url).hostname or "").lower()
+    address = _literal_address(host)
+    if address is not None:
+        return "" if address.is_global else str(address)
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ""  # unresolvable: the request fails on its own, and says so
+    for info in infos:
+        resolved = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not resolved.is_global:
+            return str(resolved)
+    return ""
 
 
 def clean_events(raw) -> list[str]:
@@ -464,7 +499,11 @@ def deliver(delivery_id: int, *, expected_attempts: int | None = None) -> Webhoo
         "X-Webhook-Signature": signature_header(endpoint.secret, timestamp, body),
     }
     started = time.monotonic()
-    status_code, excerpt, error = _post(endpoint.url, body, headers)
+    refused = "" if settings.WEBHOOK_ALLOW_PRIVATE_HOSTS else private_address(endpoint.url)
+    if refused:
+        status_code, excerpt, error = None, "", f"Not sent: the host resolves to {refused}, not a public address."
+    else:
+        status_code, excerpt, error = _post(endpoint.url, body, headers)
     duration_ms = int((time.monotonic() - started) * 1000)
     if error:
         logger.info("webhook delivery %s attempt %s to %s failed: %s", delivery_id, attempt, endpoint.url, error)
