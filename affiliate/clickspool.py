@@ -317,10 +317,14 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             f"INSERT INTO {visitor_table} (id, first_seen_at) SELECT visitor_id, min(created_at) FROM click_spool_batch "
             f"GROUP BY visitor_id ORDER BY visitor_id ON CONFLICT DO NOTHING"
         )
+        # Every look-up of stored clicks is also bounded by id (a UUIDv7 of the click's time)
+        # to the batch's times widened by the longest window, which keeps PostgreSQL to the
+        # months' partitions those times fall in.
+        ids = _id_window(rows)
         # A click is a duplicate when its visitor clicked its link less than the window
         # before it (the first click of a new visitor never is); ties are broken by id.
         earlier = (
-            "s.visitor_id = b.visitor_id AND s.link_id = b.link_id AND s.id <> b.id "
+            f"s.id BETWEEN {ids} AND s.visitor_id = b.visitor_id AND s.link_id = b.link_id AND s.id <> b.id "
             "AND s.created_at >= b.created_at - make_interval(secs => b.duplicate_seconds) "
             "AND (s.created_at, s.id) < (b.created_at, b.id)"
         )
@@ -343,14 +347,26 @@ def store(rows: list[list], *, using: str | None = None) -> None:
         cursor.execute(
             f"UPDATE {click_table} s SET is_duplicate = true, flag_reason = CASE WHEN s.is_fraud THEN s.flag_reason "
             f"ELSE 'repeat click within ' || b.duplicate_seconds || 's' END "
-            f"FROM click_spool_batch b WHERE s.visitor_id = b.visitor_id AND s.link_id = b.link_id AND b.duplicate_seconds > 0 "
+            f"FROM click_spool_batch b WHERE s.id BETWEEN {ids} "
+            f"AND s.visitor_id = b.visitor_id AND s.link_id = b.link_id AND b.duplicate_seconds > 0 "
             f"AND NOT s.is_duplicate AND (s.created_at, s.id) > (b.created_at, b.id) "
             f"AND s.created_at <= b.created_at + make_interval(secs => b.duplicate_seconds)"
         )
-        _flag_floods(cursor, click_table)
+        _flag_floods(cursor, click_table, ids)
 
 
-def _flag_floods(cursor, click_table: str) -> None:
+def _id_window(rows: list[list]) -> str:
+    """``'<low>'::uuid AND '<high>'::uuid``: the ids of the clicks made from the batch's first
+    click less its longest window to its last click plus that window (and a second more)."""
+    from . import fraud, partitions
+
+    widest = max([fraud.flood_settings()[1], *(int(v[16] or 0) for v in rows)]) + 1
+    first = _EPOCH + dt.timedelta(microseconds=min(v[7] for v in rows)) - dt.timedelta(seconds=widest)
+    last = _EPOCH + dt.timedelta(microseconds=max(v[7] for v in rows)) + dt.timedelta(seconds=widest)
+    return f"'{partitions.click_id_bound(first)}'::uuid AND '{partitions.click_id_bound(last, upper=True)}'::uuid"
+
+
+def _flag_floods(cursor, click_table: str, ids: str) -> None:
     """The flood rule (affiliate/fraud.py) over the batch's clicks and the stored clicks that
     its clicks precede within the window (files reach the database in any order): a click is
     a flood when its visitor (first) or its IP clicked its link the limit's number of times
@@ -365,10 +381,11 @@ def _flag_floods(cursor, click_table: str) -> None:
         cursor.execute(
             f"UPDATE {click_table} s SET is_fraud = true, flag_reason = %s "
             f"FROM (SELECT DISTINCT c.id FROM click_spool_batch b JOIN {click_table} c ON c.{key} = b.{key} "
-            f"AND c.link_id = b.link_id AND c.created_at >= b.created_at "
+            f"AND c.id BETWEEN {ids} AND c.link_id = b.link_id AND c.created_at >= b.created_at "
             f"AND c.created_at <= b.created_at + make_interval(secs => %s) WHERE {guard}) todo "
-            f"WHERE s.id = todo.id AND NOT s.is_fraud AND s.flag_reason NOT LIKE %s "
-            f"AND (SELECT count(*) FROM (SELECT 1 FROM {click_table} e WHERE e.{key} = s.{key} AND e.link_id = s.link_id "
+            f"WHERE s.id = todo.id AND s.id BETWEEN {ids} AND NOT s.is_fraud AND s.flag_reason NOT LIKE %s "
+            f"AND (SELECT count(*) FROM (SELECT 1 FROM {click_table} e WHERE e.id BETWEEN {ids} "
+            f"AND e.{key} = s.{key} AND e.link_id = s.link_id "
             f"AND e.created_at >= s.created_at - make_interval(secs => %s) AND (e.created_at, e.id) < (s.created_at, s.id) "
             f"LIMIT %s) x) >= %s",
             [fraud.flood_reason(by, limit, seconds), seconds, fraud.CLEARED_PREFIX + "%", seconds, limit, limit],

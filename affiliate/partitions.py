@@ -83,6 +83,16 @@ def click_id_floor(month: date) -> uuid.UUID:
     return uuid.UUID(int=millis << 80)
 
 
+def click_id_bound(at: datetime | None, *, upper: bool = False) -> str | None:
+    """The smallest (or, ``upper``, the largest) UUIDv7 of ``at``'s millisecond, as text: a
+    bound on the ids of the clicks made in a time window, which tells PostgreSQL which
+    months' partitions to read (a window on ``created_at`` alone reads them all)."""
+    if at is None:
+        return None
+    millis = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return str(uuid.UUID(int=((millis + 1) << 80) - 1 if upper else millis << 80))
+
+
 def _floor(table: str, month: date) -> str:
     """The partition bound of ``month``'s first row, as SQL."""
     if table == CLICKS:

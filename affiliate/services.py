@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
-from . import fraud, money
+from . import fraud, money, partitions
 from .auth import digest, new_api_key
 from .errors import ServiceValidationError
 from .models import Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor, uuid7
@@ -419,17 +419,22 @@ def _click_insert_statement(using: str) -> tuple[str, tuple]:
         else:
             values.append("%s")
 
+    # Each window on created_at comes with the same window on the id (a UUIDv7 of the click's
+    # time), which keeps PostgreSQL to the months' partitions it covers.
+    ids = f"AND {col['id']} >= %s::uuid AND {col['id']} <= %s::uuid"
+
     def recent(key: str) -> str:
         return (
             f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {col[key]} = %s AND {col['link_id']} = %s "
-            f"AND {col['created_at']} >= %s::timestamptz AND {col['created_at']} <= %s::timestamptz LIMIT %s::integer) x)"
+            f"AND {col['created_at']} >= %s::timestamptz AND {col['created_at']} <= %s::timestamptz {ids} "
+            f"LIMIT %s::integer) x)"
         )
 
     sql = (
         f"WITH v AS (INSERT INTO {qn(visitor_opts.db_table)} ({qn(visitor_opts.pk.column)}, {qn('first_seen_at')}) "
         f"VALUES (%s, %s) ON CONFLICT DO NOTHING), "
         f"dup AS (SELECT %s::timestamptz IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE {col['visitor_id']} = %s "
-        f"AND {col['link_id']} = %s AND {col['created_at']} >= %s::timestamptz) AS d), "
+        f"AND {col['link_id']} = %s AND {col['created_at']} >= %s::timestamptz {ids}) AS d), "
         f"fl AS (SELECT CASE WHEN %s::text <> '' THEN %s::text "
         f"WHEN %s::timestamptz IS NOT NULL AND {recent('visitor_id')} >= %s::integer THEN %s::text "
         f"WHEN %s::timestamptz IS NOT NULL AND {recent('ip_hash')} >= %s::integer THEN %s::text "
@@ -463,13 +468,19 @@ def _click_insert_postgresql(
         values[f.attname] = value
         row.append(value if plain else f.get_db_prep_save(value, connection))
     visitor, link, ip = values["visitor_id"], values["link_id"], values["ip_hash"]
+    # The id bounds of the windows (partitions.click_id_bound); the duplicate window has no
+    # end but now, give or take the clocks of the machines: an hour's margin.
+    since_id, visitor_since_id, flood_since_id = (partitions.click_id_bound(t) for t in (since, visitor_since, flood_since))
+    at_id, later_id = partitions.click_id_bound(at, upper=True), partitions.click_id_bound(at + timezone.timedelta(hours=1), upper=True)
     params = [
-        visitor, at, since, visitor, link, since,
+        visitor, at, since, visitor, link, since, since_id, later_id,
         bot, bot,
-        visitor_since, visitor, link, visitor_since, at, limit, limit, fraud.flood_reason("visitor", limit, seconds),
-        flood_since if ip else None, ip, link, flood_since, at, limit, limit, fraud.flood_reason("IP", limit, seconds),
+        visitor_since, visitor, link, visitor_since, at, visitor_since_id, at_id, limit, limit,
+        fraud.flood_reason("visitor", limit, seconds),
+        flood_since if ip else None, ip, link, flood_since, at, flood_since_id, at_id, limit, limit,
+        fraud.flood_reason("IP", limit, seconds),
         *row,
-    ]
+    ]  # fmt: skip
 
     # Sent on the connection Django manages, in autocommit (so committed when it returns),
     # or in the caller's transaction when there is one.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from affiliate import money
+from affiliate import money, partitions
 from affiliate.models import Click, ConversionEvent, CustomerVisitor
 from affiliate.validation import format_rate
 
@@ -36,11 +36,16 @@ def journey_clicks_many(wanted: list[tuple[ConversionEvent, int]]) -> dict[int, 
     if not bound:
         return out
     windows = [(event, event.occurred_at - timedelta(days=lookback)) for event, lookback in bound]
+    start, end = min(since for _, since in windows), max(event.occurred_at for event, _ in windows)
     rows = Click.objects.filter(
         program_id__in={event.program_id for event, _ in windows},
         visitor_id__in={v for event, _ in windows for v in visitors_of[event.customer_id]},
-        created_at__gte=min(since for _, since in windows),
-        created_at__lte=max(event.occurred_at for event, _ in windows),
+        created_at__gte=start,
+        created_at__lte=end,
+        # The same window on the id (a UUIDv7 of the click's time): only the months' partitions
+        # it covers are read.
+        id__gte=partitions.click_id_bound(start),
+        id__lte=partitions.click_id_bound(end, upper=True),
     ).values_list("id", "promoter_id", "created_at", "link_id", "link__channel", "is_fraud", "is_duplicate", "program_id", "visitor_id")
     if len(windows) == 1:
         rows = rows.order_by("created_at", "id")

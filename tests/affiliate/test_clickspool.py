@@ -45,7 +45,7 @@ def spooled_row(
     link, *, visitor: uuid.UUID, new: bool, at: dt.datetime, click: uuid.UUID | None = None, window: int = 0
 ):
     return [
-        (click or uuid7()).hex,
+        (click or uuid7(at)).hex,  # as the spool writes it: the id of its created_at
         visitor.hex,
         1 if new else 0,
         link.pk,

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, needs_postgres, pytest.mark.django_db]
 def row(link, *, visitor, at, new=False, ip="", ua=FIREFOX, window=0):
     micros = int((at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
     return [
-        uuid7().hex, visitor.hex, 1 if new else 0, link.pk, link.merchant_id, link.program_id, link.promoter_id, micros,
+        uuid7(at).hex, visitor.hex, 1 if new else 0, link.pk, link.merchant_id, link.program_id, link.promoter_id, micros,
         ua, "", services.hash_ip(ip), "", "", "", "", "", window,
     ]
 
