@@ -7,6 +7,9 @@
 4. Every processed event, recomputed from what it was computed on (its touchpoints, the
    program terms stored with it, the promoter facts of that moment), gives the same credits
    and commissions; every refund gives the same reversals, replayed in order.
+5. Every event holds the key of its type (one purchase per order...), which is what refuses
+   a repeat of it: the events table is partitioned by month on PostgreSQL, and its
+   uniqueness lives in the event keys' table.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Sum
 
 from affiliate import money
-from affiliate.models import ConversionEvent
+from affiliate.models import ConversionEvent, EventKey
 from attribution import engine
 from attribution.models import Credit, Touchpoint
 from attribution.services import conversion_weights
@@ -30,6 +33,8 @@ from .models import Account, Adjustment, Basis, Commission, Entry, Journal, Payo
 from .services import commission_lines
 
 CHUNK = 1000
+# Events without their key listed at most (the rest are the same finding).
+MAX_LISTED = 100
 
 
 @dataclass
@@ -54,9 +59,10 @@ def audit_ledger(
     *, merchant_id: int | None = None, recompute: bool = True, progress: Callable[[str], None] | None = None,
     commissions_checked: AuditReport | None = None,
 ) -> AuditReport:
-    """All four checks; ``recompute=False`` runs the ledger-wide ones (1-3, grouped SQL
+    """All five checks; ``recompute=False`` runs the ledger-wide ones (1-3, grouped SQL
     over the whole ledger, seconds even for millions of rows) and leaves out the
-    event-by-event recomputation, which ``manage.py audit_ledger`` always does.
+    event-by-event recomputation and the event keys (4-5), which ``manage.py audit_ledger``
+    always does.
 
     ``commissions_checked``: what ``audit_commissions`` found for the same scope a moment
     before (every commission has its journal, none is reversed beyond its amount), when
@@ -90,10 +96,25 @@ def audit_ledger(
     report.commissions = checked.commissions
     say("accounts against commissions: checked")
 
-    # 4. Recompute from the events.
+    # 4. Recompute from the events; 5. every event holds its key.
     if recompute:
         _recompute(report, scope, say)
+        _check_event_keys(report, scope, say)
     return report
+
+
+def _check_event_keys(report: AuditReport, scope: Q, say) -> None:
+    """Every event holds the key of its type (affiliate.models.EventKey): without it a
+    second purchase of the same order, say, would not be refused. One anti-join."""
+    missing = (
+        ConversionEvent.objects.filter(scope)
+        .exclude(Exists(EventKey.objects.filter(event_id=OuterRef("pk"), kind=OuterRef("type"))))
+        .order_by("pk")
+        .values_list("pk", "type")
+    )
+    for pk, kind in missing[:MAX_LISTED]:
+        report.differences.append(f"event {pk} ({kind}) holds no event key: a repeat of it would not be refused")
+    say("event keys: checked")
 
 def _check_accounts(report: AuditReport, scope: Q, say) -> None:
     """Checks 2 and 3, the accounts' sums compared in Python (SQLite)."""

@@ -18,6 +18,9 @@ from attribution import services as attribution
 from attribution.models import Credit, Touchpoint
 from promoters.models import Promoter
 
+# Ids per IN list of the IP history's look-ups.
+CHUNK = 1000
+
 
 def conversions_screen(events: list[ConversionEvent]) -> tuple[list[ConversionEvent], dict[int, list]]:
     """Flag the events the fraud rules catch (is_fraud, flag_reason, saved); return the
@@ -77,22 +80,38 @@ def conversions_screen(events: list[ConversionEvent]) -> tuple[list[ConversionEv
 
 def _ip_history(facts: list[fraud.ConversionFacts], rules: fraud.ConversionRules) -> list[fraud.IpConversion]:
     """The credited conversions already processed behind the batch's converting IPs, within
-    the window before the batch's events: two queries by the clicks' IP index."""
+    the window before the batch's events.
+
+    Three index-driven queries, not one join: the clicks of those IPs (the clicks' IP index,
+    in every month's partition), their touchpoints (by click), then the events among them
+    that are in the window (by id). As one join over the partitioned clicks and events, the
+    plan PostgreSQL keeps for a prepared statement read whole partitions: seconds a batch."""
     ips = sorted({f.last_click_ip for f in facts if f.last_click_ip})
     if not ips:
         return []
     window = timedelta(seconds=rules.ip_window_seconds)
-    rows = set(
-        Touchpoint.objects.filter(
-            kind=Touchpoint.Kind.CLICK,
-            click__ip_hash__in=ips,
-            event__merchant_id__in=sorted({f.merchant_id for f in facts}),
-            event__status=ConversionEvent.Status.PROCESSED,
-            event__is_fraud=False,
-            event__occurred_at__gte=min(f.occurred_at for f in facts) - window,
-            event__occurred_at__lte=max(f.occurred_at for f in facts),
-        ).values_list("click__ip_hash", "event_id", "event__merchant_id", "event__occurred_at")
-    )
+    ip_of = dict(Click.objects.filter(ip_hash__in=ips).values_list("id", "ip_hash"))
+    if not ip_of:
+        return []
+    event_ips: dict[int, set[str]] = {}
+    click_ids = sorted(ip_of)
+    for start in range(0, len(click_ids), CHUNK):
+        for click_id, event_id in Touchpoint.objects.filter(
+            kind=Touchpoint.Kind.CLICK, click_id__in=click_ids[start : start + CHUNK]
+        ).values_list("click_id", "event_id"):
+            event_ips.setdefault(event_id, set()).add(ip_of[click_id])
+    rows = set()
+    event_ids = sorted(event_ips)
+    for start in range(0, len(event_ids), CHUNK):
+        for event_id, merchant_id, at in ConversionEvent.objects.filter(
+            pk__in=event_ids[start : start + CHUNK],
+            merchant_id__in=sorted({f.merchant_id for f in facts}),
+            status=ConversionEvent.Status.PROCESSED,
+            is_fraud=False,
+            occurred_at__gte=min(f.occurred_at for f in facts) - window,
+            occurred_at__lte=max(f.occurred_at for f in facts),
+        ).values_list("id", "merchant_id", "occurred_at"):
+            rows.update((ip, event_id, merchant_id, at) for ip in event_ips[event_id])
     if not rows:
         return []
     promoters_of: dict[int, list[int]] = {}

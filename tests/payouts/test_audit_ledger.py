@@ -97,6 +97,19 @@ def test_a_deleted_reversal_is_caught(busy):
     assert f"DIFFERENCE refund event {reversal.event_id}: reversal of commission {reversal.reverses_id} is nothing" in output
 
 
+def test_an_event_without_its_key_is_caught(busy):
+    from affiliate.models import ConversionEvent, EventKey
+
+    purchase = ConversionEvent.objects.get(order_id="o2")
+    assert list(EventKey.objects.filter(event=purchase).values_list("kind", "key", "refund_id")) == [("purchase", "o2", "")]
+    EventKey.objects.filter(event=purchase).delete()
+    code, output = run()
+    assert code == 1
+    assert output.count("DIFFERENCE") == 1, output
+    assert f"DIFFERENCE event {purchase.pk} (purchase) holds no event key: a repeat of it would not be refused" in output
+    assert audit_ledger(recompute=False).clean  # the ledger-wide checks leave the keys out
+
+
 def test_a_commission_status_moved_without_the_ledger_is_caught(busy):
     pending = Commission.objects.filter(status="pending").first()
     Commission.objects.filter(pk=pending.pk).update(status="approved")
