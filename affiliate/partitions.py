@@ -191,6 +191,41 @@ def _create(table: str, month: date, using: str) -> Outcome:
 # --- The conversion of a plain table, for the migrations ---------------------------------
 
 
+def _definitions(cursor, table: str) -> tuple[list, list, list[str]]:
+    """What a rewrite of ``table`` must put back, as PostgreSQL states it: the foreign keys
+    to it from other tables (table, name, definition), its own constraints (name,
+    definition; the primary key first, foreign keys last) and its other indexes."""
+    cursor.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE confrelid = %s::regclass AND conrelid <> confrelid AND contype = 'f' AND conparentid = 0 ORDER BY conname",
+        [table],
+    )
+    incoming = cursor.fetchall()
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+        "AND contype IN ('p', 'u', 'c', 'f') AND conparentid = 0 ORDER BY contype = 'f', contype <> 'p', conname",
+        [table],
+    )
+    own = cursor.fetchall()
+    cursor.execute(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+        "ORDER BY i.indexrelid::regclass::text",
+        [table],
+    )
+    return incoming, own, [row[0] for row in cursor.fetchall()]
+
+
+def _restore(cursor, table: str, own, indexes, incoming) -> None:
+    """Put back what ``_definitions`` read, on the rewritten ``table``, under the same names."""
+    for name, definition in own:
+        cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
+    for definition in indexes:
+        cursor.execute(definition)
+    for source, name, definition in incoming:
+        cursor.execute(f'ALTER TABLE {source} ADD CONSTRAINT "{name}" {definition}')
+
+
 def convert(schema_editor, table: str) -> None:
     """Turn the plain ``table`` into one partitioned by month of its id, keeping its rows,
     columns, defaults, constraints, indexes and the foreign keys to it, under their names.
@@ -200,25 +235,7 @@ def convert(schema_editor, table: str) -> None:
         return
     old = f"{table}_unpartitioned"
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE confrelid = %s::regclass AND conrelid <> confrelid AND contype = 'f' AND conparentid = 0 ORDER BY conname",
-            [table],
-        )
-        incoming = cursor.fetchall()
-        cursor.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype IN ('p', 'u', 'c', 'f') AND conparentid = 0 ORDER BY contype = 'f', contype <> 'p', conname",
-            [table],
-        )
-        own = cursor.fetchall()
-        cursor.execute(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-            "ORDER BY i.indexrelid::regclass::text",
-            [table],
-        )
-        indexes = [row[0] for row in cursor.fetchall()]
+        incoming, own, indexes = _definitions(cursor, table)
         cursor.execute(
             f"SELECT min(created_at) FROM {table}"
             if table == CLICKS
@@ -248,12 +265,7 @@ def convert(schema_editor, table: str) -> None:
             month = add_months(month, 1)
         cursor.execute(f'INSERT INTO "{table}" SELECT * FROM "{old}"')
         cursor.execute(f'DROP TABLE "{old}"')
-        for name, definition in own:
-            cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
-        for definition in indexes:
-            cursor.execute(definition)
-        for source, name, definition in incoming:
-            cursor.execute(f'ALTER TABLE {source} ADD CONSTRAINT "{name}" {definition}')
+        _restore(cursor, table, own, indexes, incoming)
         cursor.execute(f'ANALYZE "{table}"')
 
 
@@ -263,26 +275,7 @@ def unconvert(schema_editor, table: str) -> None:
     if connection.vendor != "postgresql" or not is_partitioned(table, connection.alias):
         return
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE confrelid = %s::regclass AND conrelid <> confrelid AND contype = 'f' AND conparentid = 0 "
-            "ORDER BY conname",
-            [table],
-        )
-        incoming = cursor.fetchall()
-        cursor.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype IN ('p', 'u', 'c', 'f') AND conparentid = 0 ORDER BY contype = 'f', contype <> 'p', conname",
-            [table],
-        )
-        own = cursor.fetchall()
-        cursor.execute(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-            "ORDER BY i.indexrelid::regclass::text",
-            [table],
-        )
-        indexes = [row[0] for row in cursor.fetchall()]
+        incoming, own, indexes = _definitions(cursor, table)
         old = f"{table}_partitioned"
         for source, name, _ in incoming:
             cursor.execute(f'ALTER TABLE {source} DROP CONSTRAINT "{name}"')
@@ -296,9 +289,4 @@ def unconvert(schema_editor, table: str) -> None:
             cursor.execute("DROP FUNCTION IF EXISTS affiliate_event_id()")
             cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY')
             cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}")
-        for name, definition in own:
-            cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
-        for definition in indexes:
-            cursor.execute(definition)
-        for source, name, definition in incoming:
-            cursor.execute(f'ALTER TABLE {source} ADD CONSTRAINT "{name}" {definition}')
+        _restore(cursor, table, own, indexes, incoming)

@@ -197,3 +197,48 @@ def test_event_keys_are_written_with_the_event_and_refuse_a_twin_in_any_month(ap
     # And through the API the repeat is answered as one, the first event's
     r = api.post("/api/v1/events/", {"type": "purchase", "customer_id": "c-9", "order_id": "o-9", "amount": "25.00"}, format="json")
     assert (r.status_code, r.json()["id"]) == (200, event.pk)
+
+
+def test_the_migration_goes_back_to_plain_tables_and_forth_again_keeping_every_row(api, link):
+    """``unconvert`` then ``convert`` (the migration's two directions) on a database with
+    traffic: the same rows, the same foreign keys under the same names, partitioned again."""
+    target = services.link_target(link.code)
+    click = services.click_record(target=target, visitor_id=None)
+    for payload in (
+        {"type": "registration", "customer_id": "c-5", "click_id": click.id.hex},
+        {"type": "purchase", "customer_id": "c-5", "order_id": "o-5", "amount": "80.00"},
+        {"type": "refund", "customer_id": "c-5", "order_id": "o-5", "amount": "30.00"},
+    ):
+        assert api.post("/api/v1/events/", payload, format="json").status_code == 201
+
+    def state():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT conrelid::regclass::text, conname FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 "
+                "AND confrelid IN (%s::regclass, %s::regclass) ORDER BY 1, 2",
+                [CLICKS, EVENTS],
+            )
+            keys = cursor.fetchall()
+        events = list(ConversionEvent.objects.order_by("id").values_list("id", "type", "amount_minor", "purchase_id"))
+        return keys, events, list(Click.objects.values_list("id", flat=True)), EventKey.objects.count()
+
+    before = state()
+    assert len(before[1]) == 3 and before[3] == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # this test's own writes are checked now, not at its end
+    with connection.schema_editor() as editor:
+        partitions.unconvert(editor, EVENTS)
+        partitions.unconvert(editor, CLICKS)
+    assert not partitions.is_partitioned(CLICKS) and not partitions.is_partitioned(EVENTS)
+    assert state() == before
+    with connection.schema_editor() as editor:
+        partitions.convert(editor, CLICKS)
+        partitions.convert(editor, EVENTS)
+    assert partitions.is_partitioned(CLICKS) and partitions.is_partitioned(EVENTS)
+    assert state() == before
+    assert {partition_of(EVENTS, pk) for pk, *_ in before[1]} == {partitions.partition_name(EVENTS, this_month())}
+    # And it still works: a new event gets the month's id, and a repeat is still refused
+    r = api.post("/api/v1/events/", {"type": "purchase", "customer_id": "c-5", "order_id": "o-6", "amount": "5.00"}, format="json")
+    assert r.status_code == 201 and partitions.event_id_month(r.json()["id"]) == this_month()
+    r = api.post("/api/v1/events/", {"type": "purchase", "customer_id": "c-5", "order_id": "o-5", "amount": "80.00"}, format="json")
+    assert (r.status_code, r.json()["id"]) == (200, before[1][1][0])
