@@ -49,6 +49,7 @@ CREATE OR REPLACE FUNCTION affiliate_event_id() RETURNS bigint LANGUAGE sql VOLA
            + nextval('{EVENT_SEQUENCE}') % {EVENT_ID_MONTH}
 $$
 """
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far back a table's first conversion creates months for the rows it holds.
 MAX_MONTHS_BACK = 36
 
@@ -77,10 +78,7 @@ def event_id_month(event_id: int) -> date | None:
 
 def click_id_floor(month: date) -> uuid.UUID:
     """The smallest UUIDv7 of ``month``."""
-    millis = (datetime(month.year, month.month, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
-        milliseconds=1
-    )
-    return uuid.UUID(int=millis << 80)
+    return uuid.UUID(click_id_bound(datetime(month.year, month.month, 1, tzinfo=UTC)))
 
 
 def click_id_bound(at: datetime | None, *, upper: bool = False) -> str | None:
@@ -89,7 +87,7 @@ def click_id_bound(at: datetime | None, *, upper: bool = False) -> str | None:
     months' partitions to read (a window on ``created_at`` alone reads them all)."""
     if at is None:
         return None
-    millis = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    millis = (at - _EPOCH) // timedelta(milliseconds=1)
     return str(uuid.UUID(int=((millis + 1) << 80) - 1 if upper else millis << 80))
 
 

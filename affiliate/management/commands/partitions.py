@@ -11,15 +11,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--ahead", type=int, default=None, help="Months after this one (PARTITION_MONTHS_AHEAD by default).")
-        parser.add_argument("--list", action="store_true", help="Only list the partitions and their row counts.")
+        parser.add_argument(
+            "--list", action="store_true", dest="list_only", help="Only list the partitions and their estimated row counts."
+        )
 
-    def handle(self, *args, ahead, list, **options):
+    def handle(self, *args, ahead, list_only, **options):
         if not all(partitions.is_partitioned(table) for table in partitions.TABLES):
             raise CommandError("Clicks and events are partitioned on PostgreSQL only; this database has plain tables.")
         if ahead is not None and not 0 <= ahead <= 120:
             raise CommandError("--ahead must be between 0 and 120.")
         blocked = []
-        if not list:
+        if not list_only:
             for outcome in partitions.ensure(ahead=ahead):
                 self.stdout.write(str(outcome))
                 if outcome.state == "blocked":
