@@ -37,6 +37,24 @@ def default_tier_rates() -> list[str]:
     return ["0.05", "0.03", "0.02", "0.01"]
 
 
+# A program's fraud rules (CONTRACT v2, "Flagged traffic is never silent"); 0 and None turn a
+# rule off. The rules that can hit honest traffic (shared addresses behind carrier NAT, fast
+# buyers) are off until the merchant turns them on. affiliate/fraud.py applies them.
+FRAUD_DEFAULTS: dict = {
+    "bots": True,
+    "click_flood_max": 20,
+    "click_flood_seconds": 60,
+    "self_referral_email": True,
+    "min_click_to_conversion_seconds": 0,
+    "ip_max_promoters": 0,
+    "max_order_amount": None,
+}
+
+
+def default_fraud_rules() -> dict:
+    return dict(FRAUD_DEFAULTS)
+
+
 RATE_VALIDATORS = [MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))]
 
 
@@ -92,6 +110,9 @@ class Program(models.Model):
     compress_inactive = models.BooleanField(default=False)
     duplicate_click_seconds = models.PositiveIntegerField(default=0)
     hold_days = models.PositiveIntegerField(default=30)
+    fraud = models.JSONField(
+        default=default_fraud_rules, help_text="The fraud rules: " + ", ".join(FRAUD_DEFAULTS) + " (0 or null: off)."
+    )
     join_requires_approval = models.BooleanField(
         default=False,
         help_text="Promoters who sign up through an invite link wait for the merchant's approval "
@@ -140,7 +161,13 @@ class Program(models.Model):
             "tier_rates": [str(r) for r in self.tier_rates],
             "compress_inactive": self.compress_inactive,
             "hold_days": self.hold_days,
+            "fraud": self.fraud_rules,
         }
+
+    @property
+    def fraud_rules(self) -> dict:
+        """The fraud rules, every key present (a rule added later takes its default)."""
+        return {**FRAUD_DEFAULTS, **(self.fraud or {})}
 
 
 class ReferralLink(models.Model):
@@ -255,6 +282,9 @@ class ConversionEvent(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         PROCESSED = "processed"
+        # Processing failed EVENT_MAX_ATTEMPTS times: no sweep sends it again until finance
+        # processes it again by hand (admin action), after the cause is fixed.
+        FAILED = "failed"
 
     class Source(models.TextChoices):
         API = "api"
@@ -291,6 +321,7 @@ class ConversionEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="", db_default="", help_text="Why processing failed last.")
     # Fraud controls (affiliate/fraud.py): a flagged conversion earns nothing until finance
     # clears the flag, which credits it then.
     is_fraud = models.BooleanField(default=False, db_default=False)
@@ -310,7 +341,7 @@ class ConversionEvent(models.Model):
             models.CheckConstraint(
                 condition=Q(type="registration") | ~Q(order_id=""), name="event_order_id_required"
             ),
-            models.CheckConstraint(condition=Q(status__in=["queued", "processed"]), name="event_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=["queued", "processed", "failed"]), name="event_status_valid"),
         ]
         indexes = [
             models.Index(fields=["status", "received_at"], name="event_status_received"),

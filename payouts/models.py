@@ -24,9 +24,14 @@ class Commission(models.Model):
         REVERSAL = "reversal"
 
     class Status(models.TextChoices):
+        # A flagged conversion's commission, in review: counted in no balance until finance
+        # clears it (then pending or approved by the usual rules) or rejects it.
+        HELD = "held"
         PENDING = "pending"
         APPROVED = "approved"
         PAID = "paid"
+        # Rejected in review: the commission and the reversal that undid it; never paid.
+        REJECTED = "rejected"
 
     # Every new row version goes into every index, and a month-end rewrites a million rows
     # (approved and claimed for their lines): no foreign-key index where a composite index
@@ -72,7 +77,9 @@ class Commission(models.Model):
                 condition=(Q(kind="reversal", amount_minor__lt=0, reverses__isnull=False) | (~Q(kind="reversal") & Q(amount_minor__gt=0, reverses__isnull=True))),
                 name="commission_sign_matches_kind",
             ),
-            models.CheckConstraint(condition=Q(status__in=["pending", "approved", "paid"]), name="commission_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["held", "pending", "approved", "paid", "rejected"]), name="commission_status_valid"
+            ),
             models.CheckConstraint(condition=Q(level__lte=10), name="commission_level_at_most_10"),
         ]
         indexes = [
@@ -87,6 +94,8 @@ class Commission(models.Model):
             ),
             # What approve_due looks for: the pending ones (a month-end approves them all).
             models.Index(fields=["status", "available_at"], condition=Q(status="pending"), name="commission_due"),
+            # The review queue: what is held, by merchant.
+            models.Index(fields=["merchant", "event"], condition=Q(status="held"), name="commission_held"),
             models.Index(fields=["merchant", "created_at"], name="commission_merchant_time"),
             models.Index(fields=["reverses"], condition=Q(reverses__isnull=False), name="commission_reverses"),
             models.Index(fields=["payout_line"], condition=Q(payout_line__isnull=False), name="commission_payout_line"),
@@ -125,6 +134,7 @@ class Account(models.Model):
     the page without new index entries (a month-end moves a couple of hundred thousand)."""
 
     class Kind(models.TextChoices):
+        HELD = "held"  # a flagged conversion's commissions, in review: in no balance
         PENDING = "pending"
         AVAILABLE = "available"
         PROCESSING = "processing"  # locked in a payout batch line, not yet confirmed paid
@@ -173,6 +183,8 @@ class Journal(models.Model):
         BATCH_LOCK = "batch_lock"  # available → processing when a batch line is built
         BATCH_PAID = "batch_paid"  # processing → paid when the line is confirmed
         BATCH_FAILED = "batch_failed"  # processing → available when the line fails
+        REVIEW_CLEARED = "cleared"  # held → pending (or available) when finance clears a flag
+        REVIEW_REJECTED = "rejected"  # held → expense: the reversal of a rejected commission
 
     merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)  # journal_merchant_time
     kind = models.CharField(max_length=12, choices=Kind.choices)
@@ -395,6 +407,7 @@ class WebhookEndpoint(models.Model):
         COMMISSION_APPROVED = "commission.approved"
         COMMISSION_REVERSED = "commission.reversed"
         PAYOUT_PAID = "payout.paid"
+        EVENT_FAILED = "event.failed"
 
     merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
     promoter = models.ForeignKey(
