@@ -322,12 +322,16 @@ class ConversionEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="", db_default="", help_text="Why processing failed last.")
-    # Fraud controls (affiliate/fraud.py): a flagged conversion earns nothing until finance
-    # clears the flag, which credits it then.
+    # Fraud controls (affiliate/fraud.py): a flagged conversion's commissions are written
+    # held, in review, until finance clears the flag (they then follow the usual rules) or
+    # rejects it (each is reversed in full).
     is_fraud = models.BooleanField(default=False, db_default=False)
+    flag_code = models.CharField(max_length=32, blank=True, default="", db_default="", help_text="The rule that flagged it.")
     flag_reason = models.CharField(max_length=200, blank=True, default="", db_default="")
     cleared_at = models.DateTimeField(null=True, blank=True)
     cleared_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    rejected_by = models.CharField(max_length=150, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["id"]
