@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from . import fraud, money
+from . import events, fraud, money
 from .admin_actions import ReadOnlyAdmin, export_as_csv
 from .models import Click, ConversionEvent, Customer, CustomerVisitor, Merchant, Program, ReferralLink, Visitor
 
@@ -103,25 +103,38 @@ class CustomerAdmin(ReadOnlyAdmin):
 class ConversionEventAdmin(ClearFraudMixin, ReadOnlyAdmin):
     list_display = (
         "id", "type", "stage", "status", "amount_display", "order_id", "refund_id", "customer", "occurred_at", "received_at",
-        "is_fraud", "flag_reason", "cleared_by",
+        "is_fraud", "flag_reason", "cleared_by", "rejected_by", "attempts",
     )
     list_filter = ("is_fraud", "type", "stage", "status", "source")
-    actions = [export_as_csv, "clear_fraud"]
+    readonly_fields = ("last_error",)
+    actions = [export_as_csv, "clear_fraud", "reject_fraud", "process_again"]
 
-    @admin.action(description="Clear the fraud flag", permissions=["clear_fraud"])
-    def clear_fraud(self, request, queryset):
-        """Each flagged conversion cleared and paid in its own transaction (its commissions
-        written through the normal crediting, once)."""
-        cleared = [
-            pk
-            for pk in queryset.filter(is_fraud=True).order_by("pk").values_list("pk", flat=True)
-            if fraud.conversion_clear(event_id=pk, by=request.user.get_username())
-        ]
-        self.message_user(
-            request,
-            f"{len(cleared)} conversion(s) cleared and credited: their commissions are in the ledger.",
-            messages.SUCCESS,
+    def _review(self, request, queryset, decision: str) -> int:
+        """Each flagged conversion decided in its own transaction, once."""
+        return sum(
+            1
+            for pk in queryset.filter(is_fraud=True, rejected_at__isnull=True).order_by("pk").values_list("pk", flat=True)
+            if fraud.conversion_review(event_id=pk, decision=decision, by=request.user.get_username())
         )
+
+    @admin.action(description="Clear the fraud flag (its held commissions follow the usual rules)", permissions=["clear_fraud"])
+    def clear_fraud(self, request, queryset):
+        done = self._review(request, queryset, "clear")
+        self.message_user(
+            request, f"{done} conversion(s) cleared: their held commissions are pending or approved now.", messages.SUCCESS
+        )
+
+    @admin.action(description="Reject the flagged conversion (its held commissions reversed)", permissions=["clear_fraud"])
+    def reject_fraud(self, request, queryset):
+        done = self._review(request, queryset, "reject")
+        self.message_user(
+            request, f"{done} conversion(s) rejected: each held commission is reversed in full; nothing is paid.", messages.SUCCESS
+        )
+
+    @admin.action(description="Process again (failed events)", permissions=["clear_fraud"])
+    def process_again(self, request, queryset):
+        ids = events.events_retry(event_ids=queryset.filter(status=ConversionEvent.Status.FAILED).values_list("pk", flat=True))
+        self.message_user(request, f"{len(ids)} failed event(s) queued again and processed.", messages.SUCCESS)
     search_fields = ("order_id", "customer__external_id", "idempotency_key")
     list_select_related = ("customer",)
     date_hierarchy = "occurred_at"

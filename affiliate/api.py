@@ -64,6 +64,31 @@ class MerchantView(APIView):
 RateString = serializers.CharField  # decimal strings such as "0.10"
 
 
+class FraudRulesSerializer(serializers.Serializer):
+    """A program's fraud rules (CONTRACT v2): 0 and null turn a rule off. A PATCH may send some
+    of them; the others keep their value."""
+
+    bots = serializers.BooleanField(default=True, help_text="Flag clicks from known bots (by user agent).")
+    click_flood_max = serializers.IntegerField(
+        default=20, min_value=0, help_text="Flag a visitor's or an IP's clicks on one link beyond this many within click_flood_seconds."
+    )
+    click_flood_seconds = serializers.IntegerField(default=60, min_value=0)
+    self_referral_email = serializers.BooleanField(
+        default=True, help_text="Flag a conversion whose customer id (or payload email) is a credited promoter's email."
+    )
+    min_click_to_conversion_seconds = serializers.IntegerField(
+        default=0, min_value=0, help_text="Flag a conversion this soon after its last click (0: off; fast buyers are honest too)."
+    )
+    ip_max_promoters = serializers.IntegerField(
+        default=0, min_value=0,
+        help_text="Flag a conversion whose click's IP is behind more promoters' conversions than this within a day "
+        "(0: off; carrier NAT puts many people behind one address).",
+    )
+    max_order_amount = serializers.CharField(
+        default=None, allow_null=True, help_text="Money string: a purchase above it is flagged (null: off)."
+    )
+
+
 class ProgramSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(max_length=200)
@@ -79,6 +104,7 @@ class ProgramSerializer(serializers.Serializer):
     compress_inactive = serializers.BooleanField(default=False)
     duplicate_click_seconds = serializers.IntegerField(default=0, min_value=0)
     hold_days = serializers.IntegerField(default=30, min_value=0)
+    fraud = FraudRulesSerializer(required=False, help_text="The fraud rules; flagged conversions' commissions are held for review.")
     is_default = serializers.BooleanField(read_only=True)
 
     def to_representation(self, p: Program) -> dict:
@@ -97,6 +123,7 @@ class ProgramSerializer(serializers.Serializer):
             "compress_inactive": p.compress_inactive,
             "duplicate_click_seconds": p.duplicate_click_seconds,
             "hold_days": p.hold_days,
+            "fraud": p.fraud_rules,
             "is_default": p.is_default,
         }
 

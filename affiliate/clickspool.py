@@ -304,13 +304,14 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             " created_at, user_agent, referrer, ip_hash, sub1, sub2, sub3, sub4, sub5, duplicate_seconds, bot_reason)"
             " FROM STDIN"
         ) as copy:
+            rules_of = fraud.program_click_rules(v[5] for v in rows)
             for v in rows:
                 # A known bot (fraud.bot_reason, cached per user agent): decided here, not in
                 # the redirect, so that the spool's lines keep their format.
                 copy.write_row(
                     (
                         v[0], v[1], bool(v[2]), v[3], v[4], v[5], v[6], _EPOCH + dt.timedelta(microseconds=v[7]),
-                        *v[8:], fraud.bot_reason(v[8]),
+                        *v[8:], fraud.bot_reason(v[8], enabled=_rules(rules_of, v[5]).bots),
                     )
                 )
         cursor.execute(
@@ -352,7 +353,7 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             f"AND NOT s.is_duplicate AND (s.created_at, s.id) > (b.created_at, b.id) "
             f"AND s.created_at <= b.created_at + make_interval(secs => b.duplicate_seconds)"
         )
-        _flag_floods(cursor, click_table, ids)
+        _flag_floods(cursor, click_table, ids, rules_of)
 
 
 def _id_window(rows: list[list]) -> str:
@@ -360,24 +361,39 @@ def _id_window(rows: list[list]) -> str:
     click less its longest window to its last click plus that window (and a second more)."""
     from . import fraud, partitions
 
-    widest = max([fraud.flood_settings()[1], *(int(v[16] or 0) for v in rows)]) + 1
+    rules_of = fraud.program_click_rules(v[5] for v in rows)
+    widest = max([*(_rules(rules_of, v[5]).flood[1] for v in rows), *(int(v[16] or 0) for v in rows)]) + 1
     first = _EPOCH + dt.timedelta(microseconds=min(v[7] for v in rows)) - dt.timedelta(seconds=widest)
     last = _EPOCH + dt.timedelta(microseconds=max(v[7] for v in rows)) + dt.timedelta(seconds=widest)
     return f"'{partitions.click_id_bound(first)}'::uuid AND '{partitions.click_id_bound(last, upper=True)}'::uuid"
 
 
-def _flag_floods(cursor, click_table: str, ids: str) -> None:
+def _rules(rules_of: dict, program_id):
+    from . import fraud
+
+    return rules_of.get(int(program_id)) or fraud.ClickRules()
+
+
+def _flag_floods(cursor, click_table: str, ids: str, rules_of: dict) -> None:
     """The flood rule (affiliate/fraud.py) over the batch's clicks and the stored clicks that
     its clicks precede within the window (files reach the database in any order): a click is
     a flood when its visitor (first) or its IP clicked its link the limit's number of times
     within the window before it (by time, then id), as ``services.click_record`` decides one
     click at a time. A click flagged already, or cleared by hand, is left as it is."""
+
+    programs_of: dict[tuple[int, int], list[int]] = {}
+    for program_id, rules in rules_of.items():
+        if rules.flood[0]:
+            programs_of.setdefault(rules.flood, []).append(program_id)
+    # Each program by its own rule: one pass per distinct (limit, seconds), usually one.
+    for (limit, seconds), programs in sorted(programs_of.items()):
+        _flag_floods_of(cursor, click_table, ids, limit, seconds, sorted(programs))
+
+
+def _flag_floods_of(cursor, click_table: str, ids: str, limit: int, seconds: int, programs: list[int]) -> None:
     from . import fraud
 
-    limit, seconds = fraud.flood_settings()
-    if not limit:
-        return
-    for key, by, guard in (("visitor_id", "visitor", "true"), ("ip_hash", "IP", "b.ip_hash <> ''")):
+    for key, by, guard in (("visitor_id", "visitor", "b.program_id = ANY(%s)"), ("ip_hash", "IP", "b.ip_hash <> '' AND b.program_id = ANY(%s)")):
         cursor.execute(
             f"UPDATE {click_table} s SET is_fraud = true, flag_reason = %s "
             f"FROM (SELECT DISTINCT c.id FROM click_spool_batch b JOIN {click_table} c ON c.{key} = b.{key} "
@@ -388,7 +404,7 @@ def _flag_floods(cursor, click_table: str, ids: str) -> None:
             f"AND e.{key} = s.{key} AND e.link_id = s.link_id "
             f"AND e.created_at >= s.created_at - make_interval(secs => %s) AND (e.created_at, e.id) < (s.created_at, s.id) "
             f"LIMIT %s) x) >= %s",
-            [fraud.flood_reason(by, limit, seconds), seconds, fraud.CLEARED_PREFIX + "%", seconds, limit, limit],
+            [fraud.flood_reason(by, limit, seconds), seconds, programs, fraud.CLEARED_PREFIX + "%", seconds, limit, limit],
         )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import dateparse, timezone
 
 from promoters.selectors import promoter_by_coupon
@@ -39,6 +40,17 @@ STRING_FIELDS = ("customer_id", "click_id", "order_id", "refund_id", "coupon")
 # Downstream steps run, in order, inside the processing transaction, each given the list of
 # events being processed together (a batch; refunds come one at a time, after their order).
 PROCESSORS: list[Callable[[list[ConversionEvent]], None]] = []
+
+
+# Told of an event that has failed for good (EVENT_MAX_ATTEMPTS), after the commit that marks
+# it failed: payouts announces it by webhook. Filled by downstream apps, like PROCESSORS.
+FAILURE_HOOKS: list[Callable[[ConversionEvent], None]] = []
+
+
+def register_failure_hook(func: Callable[[ConversionEvent], None]) -> Callable[[ConversionEvent], None]:
+    if func not in FAILURE_HOOKS:
+        FAILURE_HOOKS.append(func)
+    return func
 
 
 def register_processor(func: Callable[[list[ConversionEvent]], None]) -> Callable[[list[ConversionEvent]], None]:
@@ -491,12 +503,127 @@ def enqueue_event(event_id: int) -> None:
     if not _inline():
         ring_drainer(0)
         return
-    from .tasks import process_event
+    inline_sweeper.start()
+    process_inline(event_id)
 
-    try:
-        process_event.delay(event_id)
-    except Exception:  # noqa: BLE001 - the event is committed; the sweep will pick it up
-        logger.warning("could not process event %s; the sweep will retry", event_id, exc_info=True)
+
+# Inline processing meets other writers of the embedded SQLite database: a lock it could not
+# get is tried again after these pauses (seconds) before the attempt counts as failed.
+LOCK_RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0)
+
+
+def process_inline(event_id: int) -> bool:
+    """Process one event here and now (tasks inline); True when it is processed. A failure
+    is counted against the event (``event_fail``) and the in-process sweep tries it again."""
+    pauses = iter(LOCK_RETRY_PAUSES)
+    while True:
+        try:
+            event = event_process(event_id=event_id)
+            return event is not None and event.status == ConversionEvent.Status.PROCESSED
+        except OperationalError as exc:
+            pause = next(pauses, None) if _is_lock(exc) else None
+            if pause is None:
+                logger.warning("event %s failed; it will be tried again", event_id, exc_info=True)
+                event_fail(event_id=event_id, error=exc)
+                return False
+            time.sleep(pause)
+        except Exception as exc:  # noqa: BLE001 - the event is committed; counted, tried again
+            logger.warning("event %s failed; it will be tried again", event_id, exc_info=True)
+            event_fail(event_id=event_id, error=exc)
+            return False
+
+
+def _is_lock(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def event_fail(*, event_id: int, error: BaseException | str) -> bool:
+    """Count a failed attempt to process a queued event, with its error. At
+    ``EVENT_MAX_ATTEMPTS`` the event is ``failed``: the sweep no longer sends it and the
+    failure hooks (the ``event.failed`` webhook) are told after the commit. Returns whether
+    it is now failed."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    with transaction.atomic():
+        event = (
+            ConversionEvent.objects.select_for_update(of=("self",))
+            .filter(pk=event_id, status=ConversionEvent.Status.QUEUED)
+            .first()
+        )
+        if event is None:
+            return False
+        event.attempts += 1
+        event.last_error = text[:4000]
+        failed = event.attempts >= settings.EVENT_MAX_ATTEMPTS
+        if failed:
+            event.status = ConversionEvent.Status.FAILED
+            transaction.on_commit(lambda: _announce_failed(event.pk), robust=True)
+        event.save(update_fields=["attempts", "last_error", "status"])
+    return failed
+
+
+def _announce_failed(event_id: int) -> None:
+    event = ConversionEvent.objects.filter(pk=event_id).first()
+    if event is None:
+        return
+    for hook in FAILURE_HOOKS:
+        hook(event)
+
+
+@transaction.atomic
+def events_retry(*, event_ids) -> list[int]:
+    """Queue failed events again, their attempts counted from zero (finance's "process
+    again", once the cause is fixed); they are then processed as new. Returns their ids."""
+    ids = list(
+        ConversionEvent.objects.select_for_update(of=("self",))
+        .filter(pk__in=list(event_ids), status=ConversionEvent.Status.FAILED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    ConversionEvent.objects.filter(pk__in=ids).update(status=ConversionEvent.Status.QUEUED, attempts=0)
+    for event_id in ids:
+        transaction.on_commit(lambda event_id=event_id: enqueue_event(event_id))
+    return ids
+
+
+class InlineSweeper:
+    """The embedded default's sweep (tasks inline, no beat): a thread of the web process
+    that every ``EVENT_REQUEUE_AFTER_SECONDS`` processes again the events still queued after
+    that long, so none stays queued when its inline processing failed."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def start(self) -> None:
+        """Start the thread in this process unless it runs (or tasks are not inline, or
+        ``EVENT_INLINE_SWEEP`` is off)."""
+        if not settings.EVENT_INLINE_SWEEP or not _inline():
+            return
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="inline-event-sweep", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        while True:
+            time.sleep(max(settings.EVENT_REQUEUE_AFTER_SECONDS, 1))
+            try:
+                requeue_stale_events()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                logger.warning("the inline sweep failed; it runs again", exc_info=True)
+            finally:
+                connection.close()
+
+
+inline_sweeper = InlineSweeper()
 
 
 def events_drain(*, slot: int = 0) -> int:
@@ -571,9 +698,10 @@ def _process_one_by_one(limit: int, failed: set[int]) -> int:
         try:
             events_process(event_ids=[event_id])
             done += 1
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             logger.exception("event %s failed; it stays queued for the sweep", event_id)
             failed.add(event_id)
+            event_fail(event_id=event_id, error=exc)
     return done
 
 

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -67,18 +67,41 @@ def _bot_match(user_agent: str) -> str:
     return str(detector.getMatches() or "crawler")
 
 
-def bot_reason(user_agent: str) -> str:
-    """``"known bot: <what matched>"`` when the user agent is a crawler's, else ``""``."""
-    if not settings.FRAUD_BOT_DETECTION or not user_agent:
+@dataclass(frozen=True)
+class ClickRules:
+    """A program's click rules (its ``fraud`` settings): known bots, and the click flood."""
+
+    bots: bool = True
+    flood_max: int = 20
+    flood_seconds: int = 60
+
+    @classmethod
+    def of(cls, rules: Mapping | None) -> ClickRules:
+        from .models import FRAUD_DEFAULTS
+
+        rules = {**FRAUD_DEFAULTS, **(rules or {})}
+        return cls(bool(rules["bots"]), int(rules["click_flood_max"] or 0), int(rules["click_flood_seconds"] or 0))
+
+    @property
+    def flood(self) -> tuple[int, int]:
+        """(max clicks, window seconds); (0, 0) when the flood rule is off."""
+        return (self.flood_max, self.flood_seconds) if self.flood_max > 0 and self.flood_seconds > 0 else (0, 0)
+
+
+def bot_reason(user_agent: str, *, enabled: bool = True) -> str:
+    """``"known bot: <what matched>"`` when the user agent is a crawler's (and the program's
+    bot rule is on), else ``""``."""
+    if not enabled or not user_agent:
         return ""
     match = _bot_match(user_agent)
     return reason_text(f"known bot: {match}") if match else ""
 
 
-def flood_settings() -> tuple[int, int]:
-    """(max clicks, window seconds); (0, 0) when the flood rule is off."""
-    limit, seconds = settings.FRAUD_CLICK_FLOOD_MAX, settings.FRAUD_CLICK_FLOOD_SECONDS
-    return (limit, seconds) if limit > 0 and seconds > 0 else (0, 0)
+def program_click_rules(program_ids) -> dict[int, ClickRules]:
+    """The click rules of these programs, by id (one query)."""
+    from .models import Program
+
+    return {pk: ClickRules.of(rules) for pk, rules in Program.objects.filter(pk__in=set(program_ids)).values_list("pk", "fraud")}
 
 
 def flood_reason(by: str, limit: int, seconds: int) -> str:
@@ -158,6 +181,8 @@ class ConversionFacts:
     occurred_at: datetime
     customer_id: str
     payload_email: str = ""
+    amount_minor: int | None = None
+    currency: str = "USD"
     credited: tuple[int, ...] = ()  # the promoters its attribution credits
     last_click_at: datetime | None = None  # the last click touchpoint
     last_click_ip: str = ""  # the converting click's ip_hash
@@ -174,20 +199,64 @@ class IpConversion:
     promoter_id: int
 
 
+# The window of the shared-IP rule: conversions behind one IP within the day before.
+IP_WINDOW_SECONDS = 86400
+
+# What a flagged conversion's rule is called (``ConversionEvent.flag_code``), and what the
+# promoter whose commission is held may read of it (the reason itself names people and
+# addresses: finance reads that).
+FLAG_CODES = {
+    "self_referral": "The customer appears to be the promoter (self-referral).",
+    "fast_conversion": "The sale followed the click faster than a person usually buys.",
+    "shared_ip": "Sales of many promoters came from one network address.",
+    "order_amount": "The order is above the amount the program reviews by hand.",
+}
+
+
+def public_reason(code: str) -> str:
+    """What a promoter may read of why a conversion is in review."""
+    return FLAG_CODES.get(code, "The sale is being checked by the merchant.")
+
+
 @dataclass(frozen=True)
 class ConversionRules:
+    """A program's conversion rules (its ``fraud`` terms): 0 and None turn a rule off."""
+
     self_referral_email: bool = True
     min_click_seconds: float = 0
     ip_max_promoters: int = 0
     ip_window_seconds: int = 0
+    max_order_minor: int | None = None
 
     @classmethod
-    def from_settings(cls) -> ConversionRules:
+    def from_terms(cls, terms: Mapping) -> ConversionRules:
+        """The rules stored with an event (the program's as it was received); an event
+        stored before programs had rules takes the defaults."""
+        from . import money
+        from .models import FRAUD_DEFAULTS
+
+        rules = {**FRAUD_DEFAULTS, **((terms or {}).get("fraud") or {})}
+        ip_max = int(rules["ip_max_promoters"] or 0)
+        limit = rules["max_order_amount"]
         return cls(
-            self_referral_email=settings.FRAUD_SELF_REFERRAL_EMAIL,
-            min_click_seconds=settings.FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS,
-            ip_max_promoters=settings.FRAUD_IP_MAX_PROMOTERS if settings.FRAUD_IP_WINDOW_SECONDS > 0 else 0,
-            ip_window_seconds=settings.FRAUD_IP_WINDOW_SECONDS if settings.FRAUD_IP_MAX_PROMOTERS > 0 else 0,
+            self_referral_email=bool(rules["self_referral_email"]),
+            min_click_seconds=float(rules["min_click_to_conversion_seconds"] or 0),
+            ip_max_promoters=ip_max,
+            ip_window_seconds=IP_WINDOW_SECONDS if ip_max > 0 else 0,
+            max_order_minor=None if limit in (None, "") else money.to_minor(Decimal(str(limit)), terms.get("currency", "USD")),
+        )
+
+    @classmethod
+    def union(cls, many: Iterable[ConversionRules]) -> ConversionRules:
+        """What a batch must read to judge each of its events by its own rules: every rule
+        any of them has on, the widest IP window."""
+        many = list(many)
+        return cls(
+            self_referral_email=any(r.self_referral_email for r in many),
+            min_click_seconds=max((r.min_click_seconds for r in many), default=0),
+            ip_max_promoters=max((r.ip_max_promoters for r in many), default=0),
+            ip_window_seconds=max((r.ip_window_seconds for r in many), default=0),
+            max_order_minor=None,
         )
 
     @property
@@ -196,7 +265,7 @@ class ConversionRules:
 
     @property
     def any(self) -> bool:
-        return self.self_referral_email or self.min_click_seconds > 0 or self.ip_rule
+        return self.self_referral_email or self.min_click_seconds > 0 or self.ip_rule or self.max_order_minor is not None
 
 
 def conversion_reasons(
@@ -204,17 +273,17 @@ def conversion_reasons(
     *,
     emails: Mapping[int, str],
     history: Iterable[IpConversion],
-    rules: ConversionRules,
-) -> dict[int, str]:
-    """The flagged conversions' ids with their reason. Conversions are judged in id order, as
-    if one at a time: one that passes counts, for the IP rule, towards those after it."""
+    rules_of: Mapping[int, ConversionRules],
+) -> dict[int, tuple[str, str]]:
+    """The flagged conversions' ids with their (code, reason), each judged by its own
+    rules. Conversions are judged in id order, as if one at a time: one that passes counts,
+    for the IP rule, towards those after it."""
     behind = list(history)
-    window = timedelta(seconds=rules.ip_window_seconds)
-    out: dict[int, str] = {}
+    out: dict[int, tuple[str, str]] = {}
     for facts in sorted(conversions, key=lambda f: f.event_id):
-        reason = _conversion_reason(facts, emails, behind, rules, window)
-        if reason:
-            out[facts.event_id] = reason_text(reason)
+        code, reason = _conversion_reason(facts, emails, behind, rules_of[facts.event_id])
+        if code:
+            out[facts.event_id] = (code, reason_text(reason))
             continue
         behind.extend(
             IpConversion(ip, facts.merchant_id, facts.occurred_at, promoter_id)
@@ -225,30 +294,37 @@ def conversion_reasons(
     return out
 
 
-def _conversion_reason(facts: ConversionFacts, emails, behind: list[IpConversion], rules: ConversionRules, window) -> str:
+def _conversion_reason(facts: ConversionFacts, emails, behind: list[IpConversion], rules: ConversionRules) -> tuple[str, str]:
+    from . import money
+
+    if rules.max_order_minor is not None and facts.amount_minor is not None and facts.amount_minor > rules.max_order_minor:
+        return "order_amount", (
+            f"order of {money.format_minor(facts.amount_minor, facts.currency)} above the program's "
+            f"max_order_amount of {money.format_minor(rules.max_order_minor, facts.currency)}"
+        )
     if rules.self_referral_email:
         own = {facts.customer_id.strip().casefold(), facts.payload_email.strip().casefold()} - {""}
         for promoter_id in facts.credited:
             email = (emails.get(promoter_id) or "").strip().casefold()
             if email and email in own:
-                return f"self-referral: the customer is promoter {promoter_id} ({emails[promoter_id]})"
+                return "self_referral", f"self-referral: the customer is promoter {promoter_id} ({emails[promoter_id]})"
     if rules.min_click_seconds > 0 and facts.last_click_at is not None:
         gap = (facts.occurred_at - facts.last_click_at).total_seconds()
         if gap < rules.min_click_seconds:
-            return f"click to conversion in {gap:.1f}s, under {rules.min_click_seconds:g}s"
+            return "fast_conversion", f"click to conversion in {gap:.1f}s, under {rules.min_click_seconds:g}s"
     if rules.ip_rule and facts.last_click_ip:
-        since = facts.occurred_at - window
+        since = facts.occurred_at - timedelta(seconds=rules.ip_window_seconds)
         promoters = {
             b.promoter_id
             for b in behind
             if b.ip_hash == facts.last_click_ip and b.merchant_id == facts.merchant_id and since <= b.at <= facts.occurred_at
         }
         if len(promoters) > rules.ip_max_promoters:
-            return (
+            return "shared_ip", (
                 f"one IP behind the conversions of {len(promoters)} promoters within "
                 f"{rules.ip_window_seconds}s (more than {rules.ip_max_promoters})"
             )
-    return ""
+    return "", ""
 
 
 def payload_email(payload) -> str:
@@ -256,34 +332,23 @@ def payload_email(payload) -> str:
     return raw if isinstance(raw, str) else ""
 
 
-@transaction.atomic
-def conversion_clear(*, event_id: int, by: str) -> bool:
-    """Clear a conversion's fraud flag and pay it: the downstream processors (attribution,
-    commissions, the ledger) run on it now, as they would have when it was processed, and its
-    refunds processed since are replayed after it, in the order received. One transaction, under
-    the event's row lock; a conversion that is not flagged (cleared already) is left alone, so
-    it is never paid twice. Returns whether it was cleared."""
-    from . import events
-    from .models import ConversionEvent
+# Finance's decisions on a flagged conversion ("clear", "reject"), registered by payouts (the
+# ledger is its): affiliate's admin calls them by name and imports no downstream app.
+REVIEWERS: dict[str, Callable[..., bool]] = {}
 
-    event = ConversionEvent.objects.select_for_update(of=("self",)).select_related("customer").filter(pk=event_id).first()
-    if event is None or not event.is_fraud:
-        return False
-    event.is_fraud = False
-    event.cleared_at = timezone.now()
-    event.cleared_by = (by or "")[:150]
-    event.save(update_fields=["is_fraud", "cleared_at", "cleared_by"])
-    if event.status != ConversionEvent.Status.PROCESSED:
-        return True  # credited by its drainer, as a cleared event
-    for processor in events.PROCESSORS:
-        processor([event])
-    refunds = list(
-        ConversionEvent.objects.select_for_update(of=("self",))
-        .select_related("customer", "purchase")
-        .filter(purchase_id=event.pk, status=ConversionEvent.Status.PROCESSED)
-        .order_by("pk")
-    )
-    for refund in refunds:
-        for processor in events.PROCESSORS:
-            processor([refund])
-    return True
+
+def register_reviewer(decision: str, func: Callable[..., bool]) -> None:
+    REVIEWERS[decision] = func
+
+
+def conversion_review(*, event_id: int, decision: str, by: str) -> bool:
+    """Clear or reject a flagged conversion, once; returns whether anything changed."""
+    return REVIEWERS[decision](event_id=event_id, by=by)
+
+
+def conversion_clear(*, event_id: int, by: str) -> bool:
+    return conversion_review(event_id=event_id, decision="clear", by=by)
+
+
+def conversion_reject(*, event_id: int, by: str) -> bool:
+    return conversion_review(event_id=event_id, decision="reject", by=by)

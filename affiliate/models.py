@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import money
+from .crypto import EncryptedTextField
 from .journey import EVENT_STAGES, Stage
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,8 +71,8 @@ class Merchant(models.Model):
     api_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     api_key_prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, to recognise it.")
     postback_token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    postback_secret = models.CharField(
-        max_length=128, editable=False, help_text="Needed in clear to verify HMAC signatures."
+    postback_secret = EncryptedTextField(
+        editable=False, help_text="The HMAC key of signed postbacks: read back in clear to verify them, stored encrypted."
     )
     require_signature = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -111,8 +111,52 @@ def merchant_by_postback_token(token: str) -> Merchant | None:
 RATE_FIELDS = ("first_click_share", "last_click_share", "first_purchase_rate", "repeat_purchase_rate")
 PROGRAM_FIELDS = (
     "name", "currency", "attribution_model", *RATE_FIELDS, "lookback_days", "registration_bounty",
-    "tier_rates", "compress_inactive", "duplicate_click_seconds", "hold_days",
+    "tier_rates", "compress_inactive", "duplicate_click_seconds", "hold_days", "fraud",
 )
+
+# The fraud rules' whole-number settings and their ranges (0: off).
+FRAUD_COUNTS = {
+    "click_flood_max": (0, 100_000),
+    "click_flood_seconds": (0, 86_400),
+    "min_click_to_conversion_seconds": (0, 86_400),
+    "ip_max_promoters": (0, 100_000),
+}
+
+
+def clean_fraud_rules(raw, *, current: dict, currency: str) -> tuple[dict, dict[str, list[str]]]:
+    """A program's fraud rules after a change (``raw``: some or all of them; the others keep
+    their ``current`` value), and the problems found, by ``fraud.<rule>``."""
+    from .models import FRAUD_DEFAULTS
+
+    if not isinstance(raw, dict):
+        return current, {"fraud": ["Must be an object of fraud rules: " + ", ".join(FRAUD_DEFAULTS) + "."]}
+    problems: dict[str, list[str]] = {}
+    rules = {**FRAUD_DEFAULTS, **current}
+    for name in sorted(set(raw) - set(FRAUD_DEFAULTS)):
+        problems[f"fraud.{name}"] = ["Unknown rule."]
+    for name in ("bots", "self_referral_email"):
+        if name in raw:
+            if isinstance(raw[name], bool):
+                rules[name] = raw[name]
+            else:
+                problems[f"fraud.{name}"] = ["Must be true or false."]
+    for name, (low, high) in FRAUD_COUNTS.items():
+        if name in raw:
+            value = raw[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                problems[f"fraud.{name}"] = [f"Must be a whole number from {low} to {high} (0: off)."]
+            else:
+                rules[name] = value
+    if "max_order_amount" in raw:
+        value = raw["max_order_amount"]
+        if value is None:
+            rules["max_order_amount"] = None
+        else:
+            try:
+                rules["max_order_amount"] = str(money.parse_amount(value, currency))
+            except money.MoneyError as exc:
+                problems["fraud.max_order_amount"] = [f"{exc} (null: off)"]
+    return rules, problems
 
 
 def _apply_program_fields(program: Program, fields: dict, *, creating: bool) -> None:
@@ -174,6 +218,10 @@ def _apply_program_fields(program: Program, fields: dict, *, creating: bool) -> 
                 except FieldProblem as exc:
                     problem("tier_rates", str(exc))
             program.tier_rates = [str(rate) for rate in parsed]
+    if "fraud" in fields:
+        rules, found = clean_fraud_rules(fields["fraud"], current=program.fraud_rules, currency=program.currency)
+        problems.update(found)
+        program.fraud = rules
     if "registration_bounty" in fields and "currency" not in problems:
         try:
             bounty = money.parse_amount(fields["registration_bounty"], program.currency, allow_zero=True)
@@ -276,6 +324,7 @@ class LinkTarget:
     promoter_id: int
     destination_url: str
     duplicate_click_seconds: int
+    click_rules: fraud.ClickRules = fraud.ClickRules()
 
 
 def _text(value, limit: int) -> str:
@@ -333,11 +382,12 @@ def click_record(
     duplicate_seconds = 0 if new_visitor else target.duplicate_click_seconds
     # Fraud (affiliate/fraud.py): a known bot, decided here (cached per user agent); a click
     # flood, decided against the stored clicks, in the same statement as the insert.
-    bot = fraud.bot_reason(values["user_agent"])
+    bot = fraud.bot_reason(values["user_agent"], enabled=target.click_rules.bots)
     using = router.db_for_write(Click)
     if connections[using].vendor == "postgresql":
         return _click_insert_postgresql(
-            values, using=using, duplicate_seconds=duplicate_seconds, bot=bot, new_visitor=new_visitor
+            values, using=using, duplicate_seconds=duplicate_seconds, bot=bot, new_visitor=new_visitor,
+            flood=target.click_rules.flood,
         )
     click = Click(**values)
     with transaction.atomic(using=using):
@@ -351,16 +401,17 @@ def click_record(
                 if Click.objects.using(using).filter(visitor_id=visitor_id, link_id=target.id, created_at__gte=since).exists():
                     click.is_duplicate = True
                     click.flag_reason = _duplicate_reason(duplicate_seconds)
-        reason = bot or _flood_reason(using, values, new_visitor=new_visitor)
+        reason = bot or _flood_reason(using, values, new_visitor=new_visitor, flood=target.click_rules.flood)
         if reason:
             click.is_fraud, click.flag_reason = True, reason
         click.save(force_insert=True, using=using)
     return click
 
 
-def _flood_reason(using: str, values: dict, *, new_visitor: bool) -> str:
-    """The flood rule for one click about to be stored (the clicks stored so far count)."""
-    limit, seconds = fraud.flood_settings()
+def _flood_reason(using: str, values: dict, *, new_visitor: bool, flood: tuple[int, int]) -> str:
+    """The flood rule (the program's ``flood``: limit, seconds) for one click about to be
+    stored (the clicks stored so far count)."""
+    limit, seconds = flood
     if not limit:
         return ""
     at = values["created_at"]
@@ -449,14 +500,15 @@ def _click_insert_statement(using: str) -> tuple[str, tuple]:
 
 
 def _click_insert_postgresql(
-    values: dict, *, using: str, duplicate_seconds: int, bot: str = "", new_visitor: bool = False
+    values: dict, *, using: str, duplicate_seconds: int, bot: str = "", new_visitor: bool = False,
+    flood: tuple[int, int] = (0, 0),
 ) -> Click:
     connection = connections[using]
     sql, fields = _click_insert_statement(using)
     reason = _duplicate_reason(duplicate_seconds) if duplicate_seconds else ""
     at = values["created_at"]
     since = at - timezone.timedelta(seconds=duplicate_seconds) if duplicate_seconds else None
-    limit, seconds = fraud.flood_settings()
+    limit, seconds = flood
     flood_since = at - timezone.timedelta(seconds=seconds) if limit else None
     visitor_since = None if new_visitor else flood_since
     row = []
@@ -542,9 +594,11 @@ def _execute_click_statement(connection, sql: str, params: list, *, click_id: uu
 def link_target(code: str) -> LinkTarget | None:
     row = (
         ReferralLink.objects.filter(code=code)
-        .values_list("id", "merchant_id", "program_id", "promoter_id", "destination_url", "program__duplicate_click_seconds")
+        .values_list(
+            "id", "merchant_id", "program_id", "promoter_id", "destination_url", "program__duplicate_click_seconds", "program__fraud"
+        )
         .first()
     )
-    return LinkTarget(*row) if row else None
+    return LinkTarget(*row[:6], fraud.ClickRules.of(row[6])) if row else None
 
 

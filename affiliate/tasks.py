@@ -5,7 +5,13 @@ from . import events
 
 @shared_task(name="affiliate.process_event", acks_late=True, max_retries=5, default_retry_delay=2)
 def process_event(event_id: int) -> str:
-    event = events.event_process(event_id=event_id)
+    """One event; a failure is counted against it (failed at EVENT_MAX_ATTEMPTS) and the
+    sweep sends it again."""
+    try:
+        event = events.event_process(event_id=event_id)
+    except Exception as exc:
+        events.event_fail(event_id=event_id, error=exc)
+        raise
     return "missing" if event is None else event.status
 
 

@@ -4,6 +4,8 @@ Unset ``DATABASE_URL`` means a local SQLite file; unset ``REDIS_URL`` means Cele
 run inline right after the request's transaction commits and the cache is process-local.
 """
 
+import base64
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -101,6 +103,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Connections kept per thread: opening one runs the WAL pragma and, when the last one
+            # closes, SQLite checkpoints the whole log under an exclusive lock, which a
+            # connection being opened meanwhile meets as an immediate "database is locked".
+            "CONN_MAX_AGE": int(os.environ.get("SQLITE_CONN_MAX_AGE", "600")),
             "OPTIONS": {
                 # Writers queue behind each other instead of failing with "database is locked".
                 "transaction_mode": "IMMEDIATE",
@@ -211,6 +217,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Events still queued after this long are handed to the workers again by the sweep.
 EVENT_REQUEUE_AFTER_SECONDS = int(os.environ.get("EVENT_REQUEUE_AFTER_SECONDS", "30"))
+# An event whose processing failed this many times is marked failed with its last error: the
+# sweep stops sending it, the merchant's overview counts it, the admin processes it again, and
+# an event.failed webhook announces it.
+EVENT_MAX_ATTEMPTS = int(os.environ.get("EVENT_MAX_ATTEMPTS", "5"))
+# Tasks inline (no REDIS_URL, so no beat): each web process sweeps the events left queued
+# itself, every EVENT_REQUEUE_AFTER_SECONDS, in a thread of its own.
+EVENT_INLINE_SWEEP = env_bool("EVENT_INLINE_SWEEP", True)
 # Drainers credit queued events, at most EVENT_BATCH_SIZE per transaction; a backlog starts
 # up to EVENT_DRAINERS of them. After a batch that was not full a drainer waits
 # EVENT_DRAINER_POLL_SECONDS before it looks again; it lingers EVENT_DRAINER_LINGER_SECONDS
@@ -294,6 +307,33 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
+# --- Secrets at rest (affiliate/crypto.py) ----------------------------------------------
+# Secrets the app must read back in clear (postback HMAC secrets, webhook signing secrets,
+# store connector secrets) are stored encrypted with these Fernet keys: comma-separated,
+# newest first; the first encrypts, every one decrypts (README.md, "Rotating the encryption
+# keys"). Required when DEBUG is off.
+FIELD_ENCRYPTION_KEY_HELP = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+if not FIELD_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off: one or more Fernet keys, comma-separated, newest "
+            f"first. Make a key with: {FIELD_ENCRYPTION_KEY_HELP}"
+        )
+    # DEBUG only: a fixed development key derived from SECRET_KEY, so that a local database
+    # stays readable from one run to the next. Never used with DEBUG off.
+    FIELD_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(f"field-encryption:{SECRET_KEY}".encode()).digest()).decode()]
+for _number, _key in enumerate(FIELD_ENCRYPTION_KEYS, 1):
+    try:
+        _valid = len(base64.urlsafe_b64decode(_key.encode("ascii"))) == 32
+    except ValueError:
+        _valid = False
+    if not _valid:
+        raise ImproperlyConfigured(
+            f"FIELD_ENCRYPTION_KEYS: key {_number} is not a Fernet key (32 url-safe base64-encoded bytes). "
+            f"Make one with: {FIELD_ENCRYPTION_KEY_HELP}"
+        )
+
 # --- Request limits -------------------------------------------------------------------
 # Bodies above this are refused with 413 before they are read.
 API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
@@ -341,21 +381,8 @@ EVENT_FASTPATH = env_bool("EVENT_FASTPATH", True)
 EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECONDS", "60"))
 
 # --- Fraud controls (affiliate/fraud.py) ------------------------------------------------
-# Click floods: a click is flagged when one visitor, or one IP, already clicked the same link
-# FRAUD_CLICK_FLOOD_MAX times within the last FRAUD_CLICK_FLOOD_SECONDS (0: off).
-FRAUD_CLICK_FLOOD_MAX = int(os.environ.get("FRAUD_CLICK_FLOOD_MAX", "20"))
-FRAUD_CLICK_FLOOD_SECONDS = int(os.environ.get("FRAUD_CLICK_FLOOD_SECONDS", "60"))
-# Clicks whose user agent a crawler-detection library knows as a bot are flagged.
-FRAUD_BOT_DETECTION = env_bool("FRAUD_BOT_DETECTION", True)
-# A conversion whose customer id, or payload email, is a credited promoter's email is flagged.
-FRAUD_SELF_REFERRAL_EMAIL = env_bool("FRAUD_SELF_REFERRAL_EMAIL", True)
-# A conversion less than this many seconds after its last click is flagged (0: off).
-FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS = float(os.environ.get("FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS", "0"))
-# A conversion is flagged when the IP of its converting click is already behind conversions
-# credited to more than FRAUD_IP_MAX_PROMOTERS distinct promoters within
-# FRAUD_IP_WINDOW_SECONDS before it (0: off).
-FRAUD_IP_MAX_PROMOTERS = int(os.environ.get("FRAUD_IP_MAX_PROMOTERS", "5"))
-FRAUD_IP_WINDOW_SECONDS = int(os.environ.get("FRAUD_IP_WINDOW_SECONDS", "86400"))
+# The fraud rules are each program's own ("fraud" in the program body, CONTRACT v2), with the
+# contract's defaults (affiliate.models.FRAUD_DEFAULTS): no setting of the environment.
 
 # --- Rate limits (affiliate/ratelimit.py) -----------------------------------------------
 # Beyond these, requests are answered 429 with Retry-After: RATE_LIMIT_API_PER_KEY requests

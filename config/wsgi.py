@@ -13,3 +13,8 @@ from affiliate.eventpath import EventFastPath  # noqa: E402
 from affiliate.fastpath import TrackingFastPath  # noqa: E402
 
 application = EventFastPath(TrackingFastPath(django_application))
+
+# Tasks inline (the embedded default): this process sweeps the events left queued.
+from affiliate.events import inline_sweeper  # noqa: E402
+
+inline_sweeper.start()

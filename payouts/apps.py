@@ -14,8 +14,15 @@ class PayoutsConfig(AppConfig):
         # Downstream fills the upstream registries: affiliate never imports payouts.
         from affiliate import events
 
-        from . import selectors, services
+        from . import selectors, services, webhooks
 
         events.register_processor(services.process_conversions)
         events.register_body_section("attribution", selectors.event_attribution)
         events.register_body_section("commissions", selectors.event_commissions)
+        events.register_failure_hook(webhooks.emit_event_failed)
+        from affiliate import fraud
+
+        from . import review
+
+        fraud.register_reviewer("clear", review.conversion_clear)
+        fraud.register_reviewer("reject", review.conversion_reject)

@@ -140,10 +140,12 @@ def _check_accounts(report: AuditReport, scope: Q, say) -> None:
         .annotate(total=Sum("amount_minor"))
         .values_list("promoter_id", "currency", "status", "payout_line__status", "total")
     ):
+        if status == "rejected":
+            continue  # a rejected commission and its reversal: back in the merchant's expense
         if status == "approved" and in_line == "pending":
             kind = "processing"
         else:
-            kind = {"pending": "pending", "approved": "available", "paid": "paid"}[status]
+            kind = {"held": "held", "pending": "pending", "approved": "available", "paid": "paid"}[status]
         expected[(promoter_id, currency, kind)] += total
     for promoter_id, currency, paid_at, in_line, total in (
         Adjustment.objects.filter(scope).values("promoter_id", "currency", "paid_at", "payout_line__status")
@@ -191,7 +193,8 @@ def _check_accounts_in_sql(report: AuditReport, merchant_id: int | None, say) ->
                     CASE WHEN c.status = 'approved' AND l.status = 'pending' THEN 'processing'
                          WHEN c.status = 'approved' THEN 'available' ELSE c.status END AS kind,
                     c.amount_minor
-                FROM {commission} c LEFT JOIN {line} l ON l.id = c.payout_line_id WHERE {scope('c.')}
+                FROM {commission} c LEFT JOIN {line} l ON l.id = c.payout_line_id
+                WHERE {scope('c.')} AND c.status <> 'rejected'
                 UNION ALL
                 SELECT d.promoter_id, d.currency,
                     CASE WHEN d.paid_at IS NOT NULL THEN 'paid' WHEN l.status = 'pending' THEN 'processing' ELSE 'available' END,
@@ -334,7 +337,14 @@ def _check_refund(event, reversals, report: AuditReport) -> None:
     completes = refunded_before + event.amount_minor >= purchase.amount_minor
     originals = list(Commission.objects.filter(event=purchase).exclude(kind="reversal").order_by("id"))
     before: dict[int, int] = defaultdict(int)
-    for parent_id, amount in Commission.objects.filter(reverses__in=originals, event__in=earlier).values_list("reverses_id", "amount_minor"):
+    # What was reversed before it: by earlier refunds, and by hand or in review (a reversal on
+    # the purchase itself), as crediting counted it.
+    by_hand = Q(event=purchase)
+    if reversals:
+        by_hand &= Q(pk__lt=min(c.pk for c in reversals))
+    for parent_id, amount in Commission.objects.filter(
+        Q(event__in=earlier) | by_hand, reverses__in=originals
+    ).values_list("reverses_id", "amount_minor"):
         before[parent_id] += amount
     want = {
         parent_id: money.to_minor(amount, currency)

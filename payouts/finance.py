@@ -26,6 +26,8 @@ def commission_reverse(*, commission_id: int, reason: str, by: str) -> Commissio
     commission = Commission.objects.select_for_update().get(pk=commission_id)
     if commission.kind == Commission.Kind.REVERSAL:
         raise FinanceError("A reversal cannot be reversed; it would pay the commission again.")
+    if commission.status in (Commission.Status.HELD, Commission.Status.REJECTED):
+        raise FinanceError("This commission is in review: clear or reject its conversion instead.")
     if Commission.objects.filter(event=commission.event, reverses=commission).exists():
         raise FinanceError("This commission was already reversed by hand.")
     reversed_so_far = commission.reversals.aggregate(total=Sum("amount_minor"))["total"] or 0

@@ -22,15 +22,19 @@ from promoters.models import Promoter
 CHUNK = 1000
 
 
-def conversions_screen(events: list[ConversionEvent]) -> tuple[list[ConversionEvent], dict[int, list]]:
-    """Flag the events the fraud rules catch (is_fraud, flag_reason, saved); return the
-    others, in their order, and the touchpoints selected for the events judged, by event id
-    (attribution takes them as they are instead of reading the journeys again). Events
-    cleared by hand (``cleared_at``) are not judged again."""
-    rules = fraud.ConversionRules.from_settings()
+def conversions_screen(events: list[ConversionEvent]) -> dict[int, list]:
+    """Flag the events the fraud rules of their program (the terms stored with each event)
+    catch: ``is_fraud``, ``flag_code`` and ``flag_reason``, saved. Returns the touchpoints
+    selected for the events judged, by event id (attribution takes them as they are instead
+    of reading the journeys again). Events cleared by hand (``cleared_at``) are not judged
+    again. A batch's events may come from programs with different rules: each is judged by
+    its own, the IP history read once for the widest window."""
     judged = [e for e in events if e.cleared_at is None and not e.is_fraud]
-    if not rules.any or not judged:
-        return [e for e in events if not e.is_fraud], {}
+    rules_of = {e.pk: fraud.ConversionRules.from_terms(e.terms) for e in judged}
+    judged = [e for e in judged if rules_of[e.pk].any]
+    if not judged:
+        return {}
+    rules = fraud.ConversionRules.union(rules_of[e.pk] for e in judged)
     touchpoints_of = attribution.events_touchpoints([(e, e.terms) for e in judged])
     credited_of: dict[int, tuple[int, ...]] = {}
     last_click_of: dict[int, object] = {}
@@ -63,19 +67,22 @@ def conversions_screen(events: list[ConversionEvent]) -> tuple[list[ConversionEv
                 customer_id=event.customer.external_id,
                 payload_email=fraud.payload_email(event.payload),
                 credited=credited_of[event.pk],
+                amount_minor=event.amount_minor,
+                currency=event.currency,
                 last_click_at=last.at if last else None,
                 last_click_ip=ip_of.get(last.click_id, "") if last else "",
                 click_ips=frozenset(ip_of.get(p.click_id, "") for p in touchpoints_of[event.pk] if p.kind == "click") - {""},
             )
         )
     history = _ip_history(facts, rules) if rules.ip_rule else []
-    reasons = fraud.conversion_reasons(facts, emails=emails, history=history, rules=rules)
+    reasons = fraud.conversion_reasons(facts, emails=emails, history=history, rules_of=rules_of)
     flagged = [e for e in judged if e.pk in reasons]
     for event in flagged:
-        event.is_fraud, event.flag_reason = True, reasons[event.pk]
+        event.is_fraud = True
+        event.flag_code, event.flag_reason = reasons[event.pk]
     if flagged:
-        ConversionEvent.objects.bulk_update(flagged, ["is_fraud", "flag_reason"])
-    return [e for e in events if not e.is_fraud], touchpoints_of
+        ConversionEvent.objects.bulk_update(flagged, ["is_fraud", "flag_code", "flag_reason"])
+    return touchpoints_of
 
 
 def _ip_history(facts: list[fraud.ConversionFacts], rules: fraud.ConversionRules) -> list[fraud.IpConversion]:

@@ -24,12 +24,16 @@ class UnbalancedJournal(ValueError):
     pass
 
 
+# The promoter accounts a commission may be posted to (held: in review).
+POSTING_KINDS = (Account.Kind.HELD, Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
+
+
 def promoter_accounts(merchant_id: int, currency: str, promoter_ids: Iterable[int]) -> dict[tuple[int, str], Account]:
     """The pending/available/processing/paid accounts of these promoters, created when missing."""
     ids = set(promoter_ids)
     if not ids:
         return {}
-    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
+    kinds = POSTING_KINDS
 
     def load():
         return {
@@ -64,7 +68,7 @@ def expense_account(merchant_id: int, currency: str) -> Account:
 def posting_accounts(merchant_id: int, currency: str, promoter_ids: Iterable[int]) -> tuple[dict[tuple[int, str], Account], Account]:
     """``promoter_accounts`` and ``expense_account`` together: one query when they all exist."""
     ids = set(promoter_ids)
-    kinds = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
+    kinds = POSTING_KINDS
     accounts: dict[tuple[int, str], Account] = {}
     expense = None
     rows = Account.objects.filter(
@@ -143,9 +147,31 @@ def approval_of_many(merchant_id: int, promoter_id: int, amount: int, count: int
 
 
 def sits_in(commission: Commission) -> str:
-    """The promoter account a commission's money is in: pending until approved, then available
-    (a paid commission's clawback comes out of available too)."""
+    """The promoter account a commission's money is in: held while in review, pending until
+    approved, then available (a paid commission's clawback comes out of available too)."""
+    if commission.status == Commission.Status.HELD:
+        return Account.Kind.HELD
     return Account.Kind.PENDING if commission.status == Commission.Status.PENDING else Account.Kind.AVAILABLE
+
+
+def review_cleared(commission: Commission, accounts: dict) -> Posting:
+    """A held commission (or a held reversal) cleared in review: held → pending."""
+    return Posting(
+        Journal(merchant_id=commission.merchant_id, kind=Journal.Kind.REVIEW_CLEARED, commission=commission, memo="cleared in review"),
+        [
+            (accounts[(commission.promoter_id, Account.Kind.HELD)], -commission.amount_minor),
+            (accounts[(commission.promoter_id, Account.Kind.PENDING)], commission.amount_minor),
+        ],
+    )
+
+
+def review_rejected(reversal: Commission, accounts: dict, expense: Account) -> Posting:
+    """The reversal of a commission rejected in review: what was left of it goes from held
+    back to the merchant's expense account."""
+    return Posting(
+        Journal(merchant_id=reversal.merchant_id, kind=Journal.Kind.REVIEW_REJECTED, commission=reversal, memo=f"rejected in review, event {reversal.event_id}"),
+        [(accounts[(reversal.promoter_id, Account.Kind.HELD)], reversal.amount_minor), (expense, -reversal.amount_minor)],
+    )
 
 
 def creation(commission: Commission, accounts: dict, expense: Account) -> Posting:

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from affiliate import money
+from affiliate.crypto import EncryptedTextField
 
 
 class Commission(models.Model):
@@ -416,7 +417,7 @@ class WebhookEndpoint(models.Model):
     )
     url = models.URLField(max_length=2000)
     events = models.JSONField(default=list, help_text="The event types subscribed to.")
-    secret = models.CharField(max_length=100, help_text="Signs every delivery; shown once, when the endpoint is created.")
+    secret = EncryptedTextField(help_text="Signs every delivery; shown once, when the endpoint is created; stored encrypted.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -109,13 +109,13 @@ def process_conversions(events: list[ConversionEvent]) -> None:
 
 
 def _process_gains(events: list[ConversionEvent]) -> None:
-    # The fraud rules first: a flagged conversion earns nothing (no touchpoints, credits or
-    # commissions), its reason stored; finance may clear it, which credits it then.
+    # The fraud rules first: a flagged conversion's commissions are computed as if it were
+    # clean and written held, in review (payouts/review.py), counted in no balance until
+    # finance clears it or rejects it.
     if not events:
         return
-    events, touchpoints_of = fraud.conversions_screen(events)
-    if not events:
-        return
+    touchpoints_of = fraud.conversions_screen(events)
+    held = {e.pk for e in events if e.is_fraud}
     credits_of = attribution.attributions_record(events=events, touchpoints_of=touchpoints_of)
     credited = [e for e in events if credits_of[e.pk]]
     if not credited:
@@ -166,6 +166,7 @@ def _process_gains(events: list[ConversionEvent]) -> None:
                 base_minor=money.to_minor(line.base, event.currency),
                 rate=line.rate,
                 available_at=available_at,
+                status=Commission.Status.HELD if event.pk in held else Commission.Status.PENDING,
             )
             for line in commission_lines(event, terms, credits_of[event.pk], facts)
         )
@@ -194,7 +195,11 @@ def _process_refund(event: ConversionEvent) -> None:
     completes = refunded >= purchase.amount_minor
     attribution.refund_credits_record(refund=event, purchase=purchase, completes_order=completes)
     originals = list(
-        Commission.objects.select_for_update().filter(event=purchase).exclude(kind=Commission.Kind.REVERSAL).order_by("id")
+        Commission.objects.select_for_update()
+        .filter(event=purchase)
+        .exclude(kind=Commission.Kind.REVERSAL)
+        .exclude(status=Commission.Status.REJECTED)  # reversed in full in review already
+        .order_by("id")
     )
     if not originals:
         return
@@ -216,7 +221,7 @@ def _process_refund(event: ConversionEvent) -> None:
     reversals = []
     for parent_id, amount in amounts:
         parent = by_id[parent_id]
-        settled = parent.status != Commission.Status.PENDING
+        settled = parent.status not in (Commission.Status.PENDING, Commission.Status.HELD)
         reversals.append(
             Commission(
                 merchant_id=event.merchant_id,
@@ -231,9 +236,9 @@ def _process_refund(event: ConversionEvent) -> None:
                 base_minor=parent.base_minor,
                 rate=parent.rate,
                 reverses=parent,
-                # A reversal sits where its commission sits: on hold with it, or at once
-                # against available (a clawback when the commission was already paid).
-                status=Commission.Status.APPROVED if settled else Commission.Status.PENDING,
+                # A reversal sits where its commission sits: in review or on hold with it, or
+                # at once against available (a clawback when the commission was already paid).
+                status=Commission.Status.APPROVED if settled else parent.status,
                 approved_at=timezone.now() if settled else None,
                 available_at=parent.available_at,
             )
@@ -249,6 +254,8 @@ def _write(commissions: list[Commission], *, immediate: frozenset[int] | set[int
         return
     now = timezone.now()
     for commission in commissions:
+        if commission.status == Commission.Status.HELD:
+            continue  # in review: neither pending nor approved until cleared
         if commission.kind != Commission.Kind.REVERSAL and (commission.promoter_id in immediate or commission.available_at <= now):
             commission.status = Commission.Status.APPROVED
             commission.approved_at = now
@@ -257,7 +264,7 @@ def _write(commissions: list[Commission], *, immediate: frozenset[int] | set[int
     for (merchant_id, currency), group in _by_merchant_currency(commissions).items():
         accounts, expense = ledger.posting_accounts(merchant_id, currency, {c.promoter_id for c in group})
         for commission in group:
-            if commission.kind == Commission.Kind.REVERSAL:
+            if commission.kind == Commission.Kind.REVERSAL or commission.status == Commission.Status.HELD:
                 postings.append(ledger.creation(commission, accounts, expense))
                 continue
             # Every commission passes through pending, so the ledger tells the whole story.

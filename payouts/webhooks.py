@@ -406,6 +406,27 @@ def emit_commissions(*, commissions, event_type: str, listening: dict[int, set[s
     return written
 
 
+def emit_event_failed(event) -> list[WebhookDelivery]:
+    """``event.failed``: a conversion event that could not be processed after
+    ``EVENT_MAX_ATTEMPTS`` tries (merchant-wide endpoints only). Its id changes with every
+    time it fails for good, so a retried event that fails again is announced again."""
+    return emit(
+        merchant_id=event.merchant_id,
+        promoter_id=None,
+        event_type=WebhookEndpoint.Event.EVENT_FAILED,
+        event_id=f"event.failed:{event.pk}:{event.attempts}:{int(timezone.now().timestamp())}",
+        data={
+            "event": event.pk,
+            "type": event.type,
+            "customer_id": event.customer.external_id,
+            "order_id": event.order_id or None,
+            "attempts": event.attempts,
+            "last_error": event.last_error,
+            "received_at": event.received_at.isoformat(),
+        },
+    )
+
+
 def emit_payout_paid(*, line: PayoutLine) -> list[WebhookDelivery]:
     return emit(
         merchant_id=line.batch.merchant_id,

@@ -17,6 +17,15 @@ DEFAULTS = {
     "compress_inactive": False,
     "duplicate_click_seconds": 0,
     "hold_days": 30,
+    "fraud": {
+        "bots": True,
+        "click_flood_max": 20,
+        "click_flood_seconds": 60,
+        "self_referral_email": True,
+        "min_click_to_conversion_seconds": 0,
+        "ip_max_promoters": 0,
+        "max_order_amount": None,
+    },
 }
 
 
@@ -121,3 +130,26 @@ def test_another_merchants_program_is_404(api, other_api):
     assert other_api.patch(f"/api/v1/programs/{program_id}/", {"name": "Mine"}, format="json").status_code == 404
     assert other_api.get("/api/v1/programs/").json() == {"count": 0, "next": None, "previous": None, "results": []}
     assert Program.objects.get().name == "Default"
+
+
+def test_fraud_rules_are_changed_one_at_a_time_and_checked(api):
+    program_id = api.post("/api/v1/programs/", {"name": "Default"}, format="json").json()["id"]
+    response = api.patch(
+        f"/api/v1/programs/{program_id}/", {"fraud": {"ip_max_promoters": 5, "max_order_amount": "5000"}}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["fraud"] == {**DEFAULTS["fraud"], "ip_max_promoters": 5, "max_order_amount": "5000.00"}
+    assert Program.objects.get().fraud_rules["max_order_amount"] == "5000.00"
+    refused = api.patch(
+        f"/api/v1/programs/{program_id}/",
+        {"fraud": {"bots": "yes", "click_flood_max": -1, "max_order_amount": "1.001", "speed": 3}, "hold_days": 5},
+        format="json",
+    )
+    assert refused.status_code == 400
+    assert sorted(refused.json()["error"]["fields"]) == [
+        "fraud.bots", "fraud.click_flood_max", "fraud.max_order_amount", "fraud.speed",
+    ]
+    program = Program.objects.get()
+    assert (program.hold_days, program.fraud_rules["ip_max_promoters"], program.fraud_rules["bots"]) == (30, 5, True)
+    off = api.patch(f"/api/v1/programs/{program_id}/", {"fraud": {"max_order_amount": None, "bots": False}}, format="json")
+    assert off.json()["fraud"] == {**DEFAULTS["fraud"], "ip_max_promoters": 5, "bots": False}
