@@ -16,8 +16,11 @@ RUN pip install -r requirements.txt
 
 COPY . .
 # The static files, hashed and compressed for whitenoise (DEBUG off). collectstatic needs a
-# SECRET_KEY to import the settings: a throwaway one, not kept in the image's environment.
-RUN SECRET_KEY=collectstatic-only DEBUG=0 python manage.py collectstatic --noinput \
+# SECRET_KEY and FIELD_ENCRYPTION_KEYS to import the settings: throwaway ones, not kept in the
+# image's environment.
+RUN SECRET_KEY=collectstatic-only \
+    FIELD_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    DEBUG=0 python manage.py collectstatic --noinput \
     && mkdir -p /var/spool/affiliate-clicks \
     && chown app:app /var/spool/affiliate-clicks
 

@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 
 CLK = os.sysconf("SC_CLK_TCK")
+# The scripts run the app with DEBUG off, which needs FIELD_ENCRYPTION_KEYS: a fresh key for
+# the run (each one makes its database anew), unless one is set. The scripts copy os.environ
+# into the environment of the processes they start, so all of them share it.
+if not os.environ.get("FIELD_ENCRYPTION_KEYS"):
+    from cryptography.fernet import Fernet
+
+    os.environ["FIELD_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
 
 
 def log(message: str) -> None:

@@ -58,6 +58,7 @@ def test_the_app_services_share_the_environment_and_wait_for_the_migration(compo
         assert env["DATABASE_URL"] == "postgres://affiliate:${POSTGRES_PASSWORD:-affiliate}@postgres:5432/affiliate", name
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), name
+        assert env["FIELD_ENCRYPTION_KEYS"].startswith("${FIELD_ENCRYPTION_KEYS:?"), name
         assert env["DATABASE_REPLICA_URL"] == "${DATABASE_REPLICA_URL:-}", name
     for name in ("web", "worker", "worker-insights", "beat"):
         depends = compose["services"][name]["depends_on"]
@@ -76,6 +77,7 @@ def test_the_dockerfile_builds_the_app_on_python_311():
     assert text.splitlines()[3] == "FROM python:3.11-slim"
     assert "RUN pip install -r requirements.txt" in text
     assert "manage.py collectstatic --noinput" in text
+    assert 'FIELD_ENCRYPTION_KEYS="$(python -c ' in text  # a throwaway key, made at build time
     assert text.rstrip().endswith('CMD ["gunicorn", "-c", "bench/gunicorn.conf.py", "config.wsgi"]')
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert {".git", ".venv", "tests", "db.sqlite3*", ".env"} <= set(ignored)
@@ -92,7 +94,7 @@ def _compose_cli() -> list[str] | None:
 
 @pytest.mark.skipif(_compose_cli() is None, reason="no docker compose CLI on this machine")
 def test_compose_reads_the_file():
-    env = {**os.environ, "SECRET_KEY": "x" * 50}
+    env = {**os.environ, "SECRET_KEY": "x" * 50, "FIELD_ENCRYPTION_KEYS": "o_F3bbbUXQUYXLffdc2RPjVc777HaGczPGbq3htJI4Y="}
     done = subprocess.run([*_compose_cli(), "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
