@@ -30,6 +30,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # The Redis database the Celery worker test owns: flushed before and after use.
 WORKER_REDIS_DB = 14
+# The Redis database the shared rate-limit tests count in (each run under keys of its own).
+RATELIMIT_REDIS_DB = 13
 
 
 def is_postgres() -> bool:

@@ -26,7 +26,10 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def limits(settings, clock):
-    """Low limits: two requests per minute per key and per IP on every scope (but the API's per IP)."""
+    """Low limits: two requests per minute per key and per IP on every scope (but the API's per IP),
+    counted in the process (whose clock the test moves) even when the suite runs with Redis; the
+    shared buckets have their own tests (test_ratelimit_shared.py)."""
+    settings.REDIS_URL = ""
     settings.RATE_LIMIT_WINDOW_SECONDS = 60
     settings.RATE_LIMIT_API_PER_KEY = 2
     settings.RATE_LIMIT_API_PER_IP = 100  # its own tests lower it
