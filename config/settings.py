@@ -389,10 +389,13 @@ EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECO
 # per RATE_LIMIT_WINDOW_SECONDS per API key on /api/ (the events fast path included), and
 # per client IP RATE_LIMIT_API_PER_IP on /api/ (with a key or without: one address trying
 # key after key is refused), RATE_LIMIT_POSTBACK_PER_IP on /postback/ and RATE_LIMIT_REDIRECT_PER_IP on
-# the tracking redirect /r/ (its fast path included); 0 switches a limit off. Counted by each
-# worker process on its own (a token bucket per key in memory, no Redis round trip on the
-# redirect: see affiliate/ratelimit.py), so N processes admit up to N times these. High by
-# default: the benchmarks send one key's 700 events/s and thousands of clicks/s from one IP.
+# the tracking redirect /r/ (its fast path included); 0 switches a limit off. With REDIS_URL
+# the count is shared in Redis by every web process on every machine, so N processes admit
+# these in all (each takes a small allotment of a key's budget at a time and spends it without
+# a round trip; affiliate/ratelimit.py), through a connection like the cache's above but with
+# timeouts of at most 0.1 s; while Redis fails, and without REDIS_URL, each process counts on
+# its own and N processes admit up to N times these. High by default: the benchmarks send
+# one key's 700 events/s and thousands of clicks/s from one IP.
 RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
 RATE_LIMIT_API_PER_KEY = int(os.environ.get("RATE_LIMIT_API_PER_KEY", "100000"))
 RATE_LIMIT_API_PER_IP = int(os.environ.get("RATE_LIMIT_API_PER_IP", "200000"))
