@@ -1,5 +1,6 @@
 """Where a promoter's money goes: PayPal, a bank account (IBAN/BIC checked by ``schwifty``)
-or by hand. One current method per promoter; every change is logged, the IBAN masked."""
+or by hand. One current method per promoter; every change is logged, the IBAN masked (as the
+API and the pages show it; only the SEPA export carries it whole)."""
 
 from __future__ import annotations
 
@@ -69,11 +70,25 @@ def bank_account_clean(iban: str, bic: str = "") -> tuple[str, str, dict[str, li
     return (iban_obj.compact if iban_obj else ""), (bic_obj.compact if bic_obj else ""), problems
 
 
+MASK = "*"
+MASKED_IBAN_HELP = (
+    "Shown masked: its country code and last four characters, each other character a *, compact "
+    "(DE89370400440532013000 is shown DE****************3000)."
+)
+
+
 def mask_iban(iban: str) -> str:
-    """Every character but the last four hidden: ``******************3000``."""
-    if len(iban) <= 4:
-        return iban
-    return "*" * (len(iban) - 4) + iban[-4:]
+    """The IBAN as the API, the logs and the pages show it: its country code and last four
+    characters, every other character a ``*`` (``DE****************3000``). Only the SEPA
+    export carries it whole."""
+    iban = iban.replace(" ", "").upper()
+    if len(iban) <= 6:
+        return MASK * len(iban)
+    return iban[:2] + MASK * (len(iban) - 6) + iban[-4:]
+
+
+def is_masked(value) -> bool:
+    return isinstance(value, str) and MASK in value
 
 
 def method_state(method: PayoutMethod | None) -> dict:
@@ -83,8 +98,24 @@ def method_state(method: PayoutMethod | None) -> dict:
     return {"kind": method.kind, **{name: getattr(method, name) for name in FIELDS}}
 
 
-def logged_state(state: dict) -> dict:
+def masked_state(state: dict) -> dict:
+    """A method's fields as they are logged and shown: the IBAN masked."""
     return {**state, "iban": mask_iban(state["iban"])}
+
+
+def unmasked_iban(iban, method: PayoutMethod | None):
+    """An IBAN sent masked (as it is shown) stands for the stored one when it is the stored
+    one's mask; any other masked value is refused. An IBAN in clear is returned as it is."""
+    if not is_masked(iban):
+        return iban
+    stored = method.iban if method is not None else ""
+    if stored and iban.replace(" ", "").upper() == mask_iban(stored):
+        return stored
+    if stored:
+        problem = f"Masked, but not as the stored IBAN ({mask_iban(stored)}): send the full IBAN to change it."
+    else:
+        problem = "Masked (* hides characters): send the full IBAN."
+    raise ServiceValidationError({"iban": [problem]})
 
 
 def method_clean(*, kind, paypal_email="", account_holder="", iban="", bic="") -> dict:
@@ -140,11 +171,14 @@ def payout_method_set(
     bic: str = "",
 ) -> PayoutMethod:
     """Set the promoter's payout method. A change writes one ``PayoutMethodChange`` (before and
-    after, the IBAN masked but for its last four characters); setting what is already there
-    writes none. Batches already built keep the method they were built with."""
-    after = method_clean(kind=kind, paypal_email=paypal_email, account_holder=account_holder, iban=iban, bic=bic)
+    after, the IBAN masked but for its country code and last four characters); setting what
+    is already there writes none. An IBAN sent masked is the stored one if it is its mask, and
+    refused otherwise (``unmasked_iban``). Batches already built keep the method they were
+    built with."""
     Promoter.objects.select_for_update().filter(pk=promoter.pk).first()  # one change of a promoter's method at a time
     method = PayoutMethod.objects.filter(promoter=promoter).first()
+    iban = unmasked_iban(iban, method)
+    after = method_clean(kind=kind, paypal_email=paypal_email, account_holder=account_holder, iban=iban, bic=bic)
     before = method_state(method)
     if method is None:
         method = PayoutMethod(promoter=promoter)
@@ -155,9 +189,26 @@ def payout_method_set(
     method.save()
     if before != after:
         PayoutMethodChange.objects.create(
-            promoter=promoter, changed_by=changed_by[:200], before=logged_state(before), after=logged_state(after)
+            promoter=promoter, changed_by=changed_by[:200], before=masked_state(before), after=masked_state(after)
         )
     return method
+
+
+@transaction.atomic
+def payout_method_update(*, promoter: Promoter, changed_by: str, **changes) -> PayoutMethod:
+    """Change some of the method's fields (``kind`` and those of ``FIELDS``), keeping the others:
+    a BIC alone, say, without sending the IBAN again. A new kind starts from empty fields (the
+    old kind's are not carried over). Checked, logged and written as ``payout_method_set``."""
+    unknown = set(changes) - {"kind", *FIELDS}
+    if unknown:
+        raise TypeError(f"payout_method_update() got unexpected fields: {', '.join(sorted(unknown))}")
+    Promoter.objects.select_for_update().filter(pk=promoter.pk).first()
+    current = method_state(PayoutMethod.objects.filter(promoter=promoter).first())
+    kind = changes.get("kind", current["kind"])
+    base = current if kind == current["kind"] else dict.fromkeys(FIELDS, "")
+    return payout_method_set(
+        promoter=promoter, kind=kind, changed_by=changed_by, **{name: changes.get(name, base[name]) for name in FIELDS}
+    )
 
 
 # --- The promoter's own link -------------------------------------------------------------

@@ -28,7 +28,12 @@ class PayoutMethodSerializer(serializers.Serializer):
     paypal_email = serializers.CharField(required=False, allow_blank=True, max_length=254, help_text="paypal: required")
     account_holder = serializers.CharField(required=False, allow_blank=True, max_length=70, help_text="bank: required")
     iban = serializers.CharField(
-        required=False, allow_blank=True, max_length=50, help_text="bank: required; stored compact, upper case"
+        required=False, allow_blank=True, max_length=50,
+        help_text=(
+            f"bank: required; stored compact, upper case. {methods.MASKED_IBAN_HELP} Sent back masked it "
+            "stands for the stored IBAN if it is its mask (nothing changes), and is refused otherwise: "
+            "send the full IBAN to change it, or leave the field out of a PATCH to keep it."
+        ),
     )
     bic = serializers.CharField(
         required=False, allow_blank=True, max_length=20, help_text="bank: optional; must be of the IBAN's country"
@@ -39,7 +44,7 @@ class PayoutMethodSerializer(serializers.Serializer):
         promoter, method = pair
         return {
             "promoter": promoter.pk,
-            **methods.method_state(method),
+            **methods.masked_state(methods.method_state(method)),
             "updated_at": method.updated_at.isoformat() if method else None,
         }
 
@@ -48,7 +53,10 @@ class PayoutMethodStateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=PayoutMethod.Kind.values)
     paypal_email = serializers.CharField(allow_blank=True)
     account_holder = serializers.CharField(allow_blank=True)
-    iban = serializers.CharField(allow_blank=True, help_text="Masked: only the last four characters shown")
+    iban = serializers.CharField(
+        allow_blank=True,
+        help_text=f"{methods.MASKED_IBAN_HELP} Changes logged before the country code was shown hide it too.",
+    )
     bic = serializers.CharField(allow_blank=True)
 
 
@@ -73,6 +81,25 @@ def _promoter(request, id: int) -> Promoter:
     return get_object_or_404(Promoter, pk=id, merchant=request.user.merchant)
 
 
+def _changed_by(request) -> str:
+    merchant = request.user.merchant
+    return f"merchant:{merchant.pk} key:{merchant.api_key_prefix}"
+
+
+def _validated(request, *, partial: bool) -> dict:
+    data = known_fields(body_dict(request), WRITABLE, ("promoter", "updated_at"))
+    serializer = PayoutMethodSerializer(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _write_schema(summary: str, description: str):
+    return extend_schema(
+        tags=["promoters"], summary=summary, description=description, request=PayoutMethodSerializer,
+        responses={200: PayoutMethodSerializer, **errors(400, 401, 404)},
+    )
+
+
 class PayoutMethodView(APIView):
     @extend_schema(
         tags=["promoters"], summary="A promoter's payout method", responses={200: PayoutMethodSerializer, **errors(401, 404)}
@@ -82,25 +109,24 @@ class PayoutMethodView(APIView):
         method = PayoutMethod.objects.filter(promoter=promoter).first()
         return Response(PayoutMethodSerializer((promoter, method)).data)
 
-    @extend_schema(
-        tags=["promoters"],
-        summary="Set a promoter's payout method",
-        description=(
-            "Replaces the method: the fields the kind does not use must be empty. A change is logged "
-            "(see `changes/`); sending what is already set changes nothing."
-        ),
-        request=PayoutMethodSerializer,
-        responses={200: PayoutMethodSerializer, **errors(400, 401, 404)},
+    @_write_schema(
+        "Set a promoter's payout method",
+        "Replaces the method: the fields the kind does not use must be empty. A change is logged (see `changes/`); "
+        "sending what is already set changes nothing.",
     )
     def put(self, request, id: int):
         promoter = _promoter(request, id)
-        data = known_fields(body_dict(request), WRITABLE, ("promoter", "updated_at"))
-        serializer = PayoutMethodSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        merchant = request.user.merchant
-        method = methods.payout_method_set(
-            promoter=promoter, changed_by=f"merchant:{merchant.pk} key:{merchant.api_key_prefix}", **serializer.validated_data
-        )
+        method = methods.payout_method_set(promoter=promoter, changed_by=_changed_by(request), **_validated(request, partial=False))
+        return Response(PayoutMethodSerializer((promoter, method)).data)
+
+    @_write_schema(
+        "Change some fields of a promoter's payout method",
+        "Only the fields sent change: a new BIC, say, needs no IBAN. A new `kind` starts from empty fields. Checked "
+        "and logged as a PUT; an IBAN sent masked is taken as the stored one if it is its mask and refused otherwise.",
+    )
+    def patch(self, request, id: int):
+        promoter = _promoter(request, id)
+        method = methods.payout_method_update(promoter=promoter, changed_by=_changed_by(request), **_validated(request, partial=True))
         return Response(PayoutMethodSerializer((promoter, method)).data)
 
 

@@ -38,6 +38,7 @@ def requests(world, endpoint, delivery) -> list[tuple[str, str, str, dict]]:
         ("promoter-balance", "get", f"/api/v1/promoters/{pia}/balance/", {}),
         ("promoter-payout-method", "get", f"/api/v1/promoters/{pia}/payout-method/", {}),
         ("promoter-payout-method", "put", f"/api/v1/promoters/{pia}/payout-method/", {"kind": "paypal", "paypal_email": "thief@x.example"}),
+        ("promoter-payout-method", "patch", f"/api/v1/promoters/{pia}/payout-method/", {"kind": "paypal", "paypal_email": "thief@x.example"}),
         ("promoter-payout-method-changes", "get", f"/api/v1/promoters/{pia}/payout-method/changes/", {}),
         ("promoter-payout-details-link", "post", f"/api/v1/promoters/{pia}/payout-method/link/", {}),
         ("link-detail", "get", f"/api/v1/links/{world.pia_blog.pk}/", {}),

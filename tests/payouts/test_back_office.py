@@ -409,11 +409,11 @@ def test_export_payout_methods_masks_the_iban(finance, shop):
     response = action(finance, "/admin/payouts/payoutmethod/", "export_as_csv", [p.payout_method.pk])
     rows = csv_rows(response)
     assert rows[0] == ["promoter", "kind", "paypal email", "account holder", "IBAN", "bic", "updated at"]
-    assert rows[1][:6] == [f"P <{p.email}>", "Bank", "", "P", "******************3000", "COBADEFF"]
+    assert rows[1][:6] == [f"P <{p.email}>", "Bank", "", "P", "DE****************3000", "COBADEFF"]
     # The method's page shows the change log, IBANs masked.
     page = finance.get(f"/admin/payouts/payoutmethod/{p.payout_method.pk}/change/").content.decode()
     assert PayoutMethodChange.objects.filter(promoter=p).count() == 2
-    assert "iban=******************3000" in page
+    assert "iban=DE****************3000" in page
     assert "paypal_email=p@example.com" in page
 
 

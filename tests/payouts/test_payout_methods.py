@@ -1,14 +1,18 @@
 """Payout methods: PayPal, bank (IBAN/BIC checked by schwifty) or by hand; every change logged
-with the IBAN masked; the merchant API and its isolation."""
+with the IBAN masked; the merchant API (the IBAN shown masked, PATCH of some fields, a masked
+IBAN sent back) and its isolation; the SEPA export still carries the IBAN whole."""
 
 from __future__ import annotations
 
 import pytest
+from drf_spectacular.generators import SchemaGenerator
 
+from affiliate import services as affiliate_services
 from affiliate.errors import ServiceValidationError
-from payouts import batches
+from payouts import batches, exports
 from payouts.methods import mask_iban, payout_method_set
-from payouts.models import PayoutMethod, PayoutMethodChange
+from payouts.models import PayoutBatch, PayoutMethod, PayoutMethodChange, PayoutPolicy
+from tests.payouts.world import World
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +56,7 @@ def test_a_bank_account_is_stored_compact_and_upper_case_and_logged_masked(promo
     assert logged(promoter) == [(
         f"promoter:{promoter.pk}",
         MANUAL,
-        {"kind": "bank", "paypal_email": "", "account_holder": "Anna Müller", "iban": "******************3000", "bic": "COBADEFFXXX"},
+        {"kind": "bank", "paypal_email": "", "account_holder": "Anna Müller", "iban": "DE****************3000", "bic": "COBADEFFXXX"},
     )]
 
 
@@ -120,7 +124,7 @@ def test_switching_kinds_clears_the_old_details_and_logs_each_change(promoter):
     payout_method_set(promoter=promoter, kind="paypal", changed_by="staff:alice", paypal_email="anna@example.com")
     payout_method_set(promoter=promoter, kind="manual", changed_by="merchant:1 key:mk_x")
     assert stored(promoter) == MANUAL
-    bank = {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "***********************2606", "bic": "BNPAFRPP"}
+    bank = {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "FR*********************2606", "bic": "BNPAFRPP"}
     paypal = {"kind": "paypal", "paypal_email": "anna@example.com", "account_holder": "", "iban": "", "bic": ""}
     assert logged(promoter) == [
         ("promoter:7", MANUAL, bank),
@@ -149,8 +153,10 @@ def test_a_batch_keeps_the_method_it_was_built_with(promoter):
     assert snapshot["paypal_email"] == "old@example.com"
 
 
-def test_mask_iban():
-    assert mask_iban(IBAN_DE) == "******************3000"
+def test_mask_iban_shows_the_country_code_and_the_last_four_characters():
+    assert mask_iban(IBAN_DE) == "DE****************3000"
+    assert mask_iban(IBAN_FR) == "FR*********************2606"
+    assert mask_iban("de89 3704 0044 0532 0130 00") == "DE****************3000"  # as typed
     assert mask_iban("") == ""
 
 
@@ -167,11 +173,12 @@ def test_api_reads_the_default_then_sets_a_bank_account(api, promoter, merchant)
     assert response.status_code == 200, response.content
     method = PayoutMethod.objects.get(promoter=promoter)
     expected = {
-        "promoter": promoter.pk, "kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": IBAN_DE, "bic": "",
-        "updated_at": method.updated_at.isoformat(),
+        "promoter": promoter.pk, "kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "DE****************3000",
+        "bic": "", "updated_at": method.updated_at.isoformat(),
     }
     assert response.json() == expected
     assert api.get(url(promoter)).json() == expected
+    assert method.iban == IBAN_DE  # stored whole
     change = PayoutMethodChange.objects.get(promoter=promoter)
     assert api.get(url(promoter, "changes/")).json() == {
         "count": 1, "next": None, "previous": None,
@@ -179,7 +186,7 @@ def test_api_reads_the_default_then_sets_a_bank_account(api, promoter, merchant)
             "id": change.pk,
             "changed_by": f"merchant:{merchant.pk} key:{merchant.api_key_prefix}",
             "before": MANUAL,
-            "after": {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "******************3000", "bic": ""},
+            "after": {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "DE****************3000", "bic": ""},
             "changed_at": change.changed_at.isoformat(),
         }],
     }
@@ -227,3 +234,127 @@ def test_the_changes_are_listed_newest_first(api, promoter):
     assert [(r["before"]["paypal_email"], r["after"]["paypal_email"]) for r in rows] == [
         ("b@example.com", "c@example.com"), ("a@example.com", "b@example.com"), ("", "a@example.com"),
     ]
+
+
+# --- The IBAN masked in the API, PATCH, and the SEPA export -----------------------------------
+
+BANK_DE = {"kind": "bank", "account_holder": "Anna", "iban": IBAN_DE, "bic": "COBADEFF"}
+
+
+def written(promoter):
+    return list(PayoutMethod.objects.filter(promoter=promoter).values()), list(PayoutMethodChange.objects.values())
+
+
+def test_a_patch_of_the_bic_alone_keeps_the_stored_iban(api, promoter, merchant):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+
+    response = api.patch(url(promoter), {"bic": "cobadeffxxx"}, format="json")
+
+    assert response.status_code == 200, response.content
+    method = PayoutMethod.objects.get(promoter=promoter)
+    assert response.json() == {
+        "promoter": promoter.pk, "kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "DE****************3000",
+        "bic": "COBADEFFXXX", "updated_at": method.updated_at.isoformat(),
+    }
+    assert stored(promoter) == {**BANK_DE, "paypal_email": "", "bic": "COBADEFFXXX"}
+    assert logged(promoter)[-1] == (
+        f"merchant:{merchant.pk} key:{merchant.api_key_prefix}",
+        {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "DE****************3000", "bic": "COBADEFF"},
+        {"kind": "bank", "paypal_email": "", "account_holder": "Anna", "iban": "DE****************3000", "bic": "COBADEFFXXX"},
+    )
+
+
+def test_the_answer_sent_back_with_its_masked_iban_keeps_the_stored_iban(api, promoter):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+    shown = api.get(url(promoter)).json()
+    assert shown["iban"] == "DE****************3000"
+
+    patched = api.patch(url(promoter), {**shown, "account_holder": "Anna Müller"}, format="json")
+    put = api.put(url(promoter), {**shown, "account_holder": "Anna M. Müller"}, format="json")
+
+    assert (patched.status_code, put.status_code) == (200, 200)
+    assert put.json()["iban"] == "DE****************3000"
+    assert stored(promoter) == {**BANK_DE, "paypal_email": "", "account_holder": "Anna M. Müller"}
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_a_masked_iban_that_is_not_the_stored_ones_is_refused_and_nothing_written(api, promoter, method):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+    before = written(promoter)
+
+    response = getattr(api, method)(url(promoter), {**BANK_DE, "iban": "DE****************1234"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": {
+        "code": "invalid", "message": "The request is not valid; see fields.",
+        "fields": {"iban": ["Masked, but not as the stored IBAN (DE****************3000): send the full IBAN to change it."]},
+    }}
+    assert written(promoter) == before
+
+
+def test_a_masked_iban_without_one_stored_is_refused_and_nothing_written(api, promoter):
+    response = api.patch(url(promoter), {"kind": "bank", "account_holder": "Anna", "iban": "DE****************3000"}, format="json")
+
+    assert (response.status_code, response.json()["error"]["fields"]) == (400, {"iban": ["Masked (* hides characters): send the full IBAN."]})
+    assert written(promoter) == ([], [])
+
+
+def test_a_patch_to_another_kind_starts_from_empty_fields(api, promoter):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+
+    response = api.patch(url(promoter), {"kind": "paypal", "paypal_email": "anna@example.com"}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert stored(promoter) == {"kind": "paypal", "paypal_email": "anna@example.com", "account_holder": "", "iban": "", "bic": ""}
+
+
+def test_a_patch_refused_by_the_rules_writes_nothing(api, promoter):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+    before = written(promoter)
+
+    foreign_bic = api.patch(url(promoter), {"bic": "BNPAFRPP"}, format="json")
+    unknown = api.patch(url(promoter), {"colour": "red"}, format="json")
+    bad_kind = api.patch(url(promoter), {"kind": "cheque"}, format="json")
+
+    assert (foreign_bic.status_code, foreign_bic.json()["error"]["fields"]) == (
+        400, {"bic": ["The BIC is of country FR, the IBAN of DE: they must be of one country."]},
+    )
+    assert (unknown.status_code, unknown.json()["error"]["fields"]) == (400, {"colour": ["Unknown field."]})
+    assert (bad_kind.status_code, bad_kind.json()["error"]["fields"]) == (400, {"kind": ['"cheque" is not a valid choice.']})
+    assert written(promoter) == before
+
+
+def test_an_empty_patch_changes_nothing(api, promoter):
+    payout_method_set(promoter=promoter, changed_by="x", **BANK_DE)
+    before = written(promoter)
+
+    response = api.patch(url(promoter), {}, format="json")
+
+    assert (response.status_code, response.json()["iban"]) == (200, "DE****************3000")
+    assert written(promoter) == before
+
+
+def test_the_schema_documents_the_masked_iban():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+    for name in ("PayoutMethod", "PatchedPayoutMethodRequest", "PayoutMethodState"):
+        assert "DE89370400440532013000 is shown DE****************3000" in components[name]["properties"]["iban"]["description"]
+    assert "patch" in schema["paths"]["/api/v1/promoters/{id}/payout-method/"]
+
+
+def test_the_sepa_export_carries_the_iban_whole(api, django_capture_on_commit_callbacks):
+    w = World(django_capture_on_commit_callbacks, currency="EUR", hold_days=0, tier_rates=[])
+    PayoutPolicy.objects.update_or_create(
+        program=w.program, defaults={"minimum_payout_minor": 100, "payer_name": "Acme GmbH", "payer_iban": IBAN_FR}
+    )
+    paula = w.promoter("Paula")
+    assert w.api.put(url(paula), {**BANK_DE, "account_holder": "Paula Martin"}, format="json").json()["iban"] == "DE****************3000"
+    assert w.api.patch(url(paula), {"bic": "COBADEFFXXX"}, format="json").status_code == 200
+    w.send(type="purchase", customer_id="c1", order_id="o1", amount="123.45", click_id=w.journey((paula, affiliate_services.timezone.now())))
+    batches.batch_build(merchant=w.merchant, currency="EUR")
+
+    xml = exports.sepa_credit_transfer(PayoutBatch.objects.get()).decode()
+
+    assert f"<IBAN>{IBAN_DE}</IBAN>" in xml
+    assert "<BIC>COBADEFFXXX</BIC>" in xml
+    assert "*" not in xml

@@ -50,6 +50,7 @@ BODIES = {
     "PATCH /api/v1/programs/{id}/": {"name": "Taken"},
     "PATCH /api/v1/promoters/{id}/": {"status": "inactive"},
     "PUT /api/v1/promoters/{id}/payout-method/": {"kind": "paypal", "paypal_email": "thief@x.example"},
+    "PATCH /api/v1/promoters/{id}/payout-method/": {"kind": "paypal", "paypal_email": "thief@x.example"},
     "PATCH /api/v1/webhooks/{id}/": {"active": False},
 }
 # The lists, with the model and the owner field that cuts them: the merchant's (merchant
