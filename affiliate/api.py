@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from . import events, money, services
 from .api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, refuse_nul, resolve_id
 from .errors import ApiError, ServiceValidationError
-from .models import ConversionEvent, Merchant, Program, ReferralLink
+from .models import Click, ConversionEvent, Merchant, Program, ReferralLink
 from .validation import format_rate
 
 # --- Merchant settings ----------------------------------------------------------------
@@ -235,8 +235,9 @@ class CommissionRowSerializer(serializers.Serializer):
 
 
 class WarningSerializer(serializers.Serializer):
-    code = serializers.CharField()
+    code = serializers.CharField(help_text="unknown_click_id, unknown_coupon, click_flagged or conversion_flagged")
     message = serializers.CharField()
+    reason = serializers.CharField(required=False, help_text="click_flagged, conversion_flagged: the flag's reason")
 
 
 class EventInputSerializer(serializers.Serializer):
@@ -272,6 +273,29 @@ class EventSerializer(serializers.Serializer):
     warnings = WarningSerializer(many=True)
 
 
+def event_warnings(event: ConversionEvent) -> list[dict]:
+    """The warnings stored when the event was received, then what is flagged (CONTRACT v2,
+    "Flagged traffic is never silent"): the click it named, and the conversion itself."""
+    warnings = list(event.warnings or [])
+    if event.click_id is not None:
+        reason = Click.objects.filter(pk=event.click_id, is_fraud=True).values_list("flag_reason", flat=True).first()
+        if reason is not None:
+            warnings.append({
+                "code": "click_flagged",
+                "message": "The click this event names is flagged and earns nothing; "
+                "its promoter is credited only through other touchpoints.",
+                "reason": reason,
+            })
+    if event.is_fraud:
+        decided = "rejected in review" if event.rejected_at else "held for review"
+        warnings.append({
+            "code": "conversion_flagged",
+            "message": f"The conversion is flagged: its commissions are {decided} and count in no balance.",
+            "reason": event.flag_reason,
+        })
+    return warnings
+
+
 def event_body(event: ConversionEvent) -> dict:
     body = {
         "id": event.pk,
@@ -290,7 +314,7 @@ def event_body(event: ConversionEvent) -> dict:
         "received_at": event.received_at.isoformat(),
         "attribution": [],
         "commissions": [],
-        "warnings": list(event.warnings or []),
+        "warnings": event_warnings(event),
     }
     if event.status != ConversionEvent.Status.QUEUED:
         # Processing writes the sections in the transaction that marks the event processed:

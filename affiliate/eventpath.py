@@ -97,7 +97,8 @@ SELECT
     customer.stage,
     EXISTS (SELECT 1 FROM affiliate_merchant WHERE id = %(merchant)s AND api_key_hash = %(key_hash)s),
     EXISTS (SELECT 1 FROM affiliate_eventkey WHERE {repeat}),
-    (SELECT visitor_id FROM affiliate_click WHERE id = %(click)s AND merchant_id = %(merchant)s),
+    -- A flagged click is for Django to answer (its body warns of it).
+    (SELECT visitor_id FROM affiliate_click WHERE id = %(click)s AND merchant_id = %(merchant)s AND NOT is_fraud),
     (SELECT id FROM promoters_promoter WHERE merchant_id = %(merchant)s AND UPPER(coupon_code) = %(coupon_key)s
      ORDER BY id LIMIT 1),
     program.*
@@ -108,7 +109,7 @@ FROM customer LEFT JOIN program ON true
 PROGRAM_COLUMNS = (
     "id", "currency", "attribution_model", "first_click_share", "last_click_share", "lookback_days",
     "registration_bounty_minor", "first_purchase_rate", "repeat_purchase_rate", "tier_rates",
-    "compress_inactive", "hold_days",
+    "compress_inactive", "hold_days", "fraud",
 )  # fmt: skip
 # As ``events._program`` finds it: the default program (``.first()``: the lowest id), or the
 # merchant's program of that id.
@@ -123,7 +124,7 @@ LOOK = {
     (event_type, by_id): _LOOK.format(
         repeat=repeat,
         program=_PROGRAM[by_id],
-        program_columns=", ".join(f"{c}::text AS {c}" if c == "tier_rates" else c for c in PROGRAM_COLUMNS),
+        program_columns=", ".join(f"{c}::text AS {c}" if c in ("tier_rates", "fraud") else c for c in PROGRAM_COLUMNS),
     )
     for event_type, repeat in _REPEAT.items()
     for by_id in (False, True)
@@ -441,6 +442,7 @@ def _program_id(raw) -> int | None:
 def _program(merchant: Merchant, row: list) -> Program:
     values = dict(zip(PROGRAM_COLUMNS, row, strict=True))
     values["tier_rates"] = json.loads(values["tier_rates"])
+    values["fraud"] = json.loads(values["fraud"])
     return Program(merchant=merchant, **values)
 
 

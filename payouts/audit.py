@@ -239,7 +239,7 @@ def audit_commissions(*, merchant_id: int | None = None) -> AuditReport:
     reversed beyond its amount (by refunds and by hand together); and how many there are."""
     report = AuditReport()
     scope = Q(merchant_id=merchant_id) if merchant_id else Q()
-    created = Journal.objects.filter(scope, kind__in=["commission", "reversal", "clawback"], commission_id=OuterRef("pk"))
+    created = Journal.objects.filter(scope, kind__in=["commission", "reversal", "clawback", "rejected"], commission_id=OuterRef("pk"))
     missing = Commission.objects.filter(scope).exclude(Exists(created)).values_list("id", flat=True)[:100]
     for commission_id in missing:
         report.differences.append(f"commission {commission_id} has no journal in the ledger")

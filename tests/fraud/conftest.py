@@ -5,11 +5,15 @@ import pytest
 from affiliate import fraud
 
 
+def set_rules(program, **rules):
+    """Change a program's fraud rules (the others keep their value)."""
+    program.fraud = {**program.fraud_rules, **rules}
+    program.save(update_fields=["fraud"])
+    return program
+
+
 @pytest.fixture
-def fraud_rules(settings):
-    """The click rules on with small figures: at most 2 clicks in 60 s, bots flagged."""
-    settings.FRAUD_CLICK_FLOOD_MAX = 2
-    settings.FRAUD_CLICK_FLOOD_SECONDS = 60
-    settings.FRAUD_BOT_DETECTION = True
+def fraud_rules(program):
+    """The program's click rules with small figures: at most 2 clicks in 60 s, bots flagged."""
     fraud._bot_match.cache_clear()
-    return settings
+    return set_rules(program, click_flood_max=2, click_flood_seconds=60, bots=True)

@@ -13,6 +13,8 @@ from django.utils import timezone
 from affiliate import services
 from affiliate.models import Click
 
+from .conftest import set_rules
+
 pytestmark = pytest.mark.django_db
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -77,10 +79,26 @@ def test_a_fraud_reason_wins_over_a_duplicate(fraud_rules, link):
     ]
 
 
-def test_rules_off_flag_nothing(settings, link):
-    settings.FRAUD_CLICK_FLOOD_MAX = 0
-    settings.FRAUD_BOT_DETECTION = False
+def test_rules_off_flag_nothing(link):
+    set_rules(link.program, click_flood_max=0, bots=False)
     target, visitor, t0 = services.link_target(link.code), uuid.uuid4(), timezone.now() - timedelta(hours=1)
     for t in range(4):
         services.click_record(target=target, visitor_id=visitor, ip="203.0.113.7", user_agent=GOOGLEBOT, at=t0 + timedelta(seconds=t))
     assert flags() == [(False, "")] * 4
+
+
+def test_each_program_has_its_own_click_rules(fraud_rules, link, merchant):
+    # The same bot and the same flood on a second program of the merchant whose rules are
+    # off: its clicks are clean, while the first program's are flagged.
+    from tests.factories import LinkFactory, ProgramFactory, PromoterFactory
+
+    relaxed = set_rules(ProgramFactory(merchant=merchant, name="Relaxed"), bots=False, click_flood_max=0)
+    other = LinkFactory(promoter=PromoterFactory(program=relaxed, email="ben@example.com"), destination_url="https://shop.example.com/")
+    t0 = timezone.now() - timedelta(hours=1)
+    for code in (link.code, other.code):
+        target = services.link_target(code)
+        for t in range(3):
+            services.click_record(target=target, visitor_id=None, ip="203.0.113.8", user_agent=GOOGLEBOT, at=t0 + timedelta(seconds=t))
+    assert sorted(Click.objects.values_list("program_id", "is_fraud", "flag_reason")) == sorted(
+        [(link.program_id, True, "known bot: Googlebot")] * 3 + [(relaxed.pk, False, "")] * 3
+    )

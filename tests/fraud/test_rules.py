@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from datetime import UTC, datetime, timedelta
 
 from affiliate import fraud
@@ -42,8 +44,7 @@ def test_flood_counts_per_link_and_by_ip_across_visitors():
     assert fraud.flood_flags(clicks, limit=0, seconds=60) == {}
 
 
-def test_bot_reason_names_the_crawler_and_caches_per_user_agent(settings):
-    settings.FRAUD_BOT_DETECTION = True
+def test_bot_reason_names_the_crawler_and_caches_per_user_agent():
     fraud._bot_match.cache_clear()
     googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
     chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -54,20 +55,20 @@ def test_bot_reason_names_the_crawler_and_caches_per_user_agent(settings):
     assert fraud.bot_reason("") == ""
     info = fraud._bot_match.cache_info()
     assert (info.hits, info.misses) == (1, 3)
-    settings.FRAUD_BOT_DETECTION = False
-    assert fraud.bot_reason(googlebot) == ""
+    assert fraud.bot_reason(googlebot, enabled=False) == ""
 
 
 RULES = fraud.ConversionRules(self_referral_email=True, min_click_seconds=30, ip_max_promoters=2, ip_window_seconds=3600)
 
 
-def facts(event_id, *, credited=(1,), customer="c", email="", click_at=None, ip="", at=None, merchant=1):
+def facts(event_id, *, credited=(1,), customer="c", email="", click_at=None, ip="", at=None, merchant=1, amount_minor=None):
     return fraud.ConversionFacts(
         event_id=event_id,
         merchant_id=merchant,
         occurred_at=at or s(1000),
         customer_id=customer,
         payload_email=email,
+        amount_minor=amount_minor,
         credited=credited,
         last_click_at=click_at,
         last_click_ip=ip,
@@ -85,11 +86,11 @@ def test_self_referral_by_email_is_case_insensitive_and_reads_the_payload():
         ],
         emails=emails,
         history=[],
-        rules=RULES,
+        rules_of=defaultdict(lambda: RULES),
     )
     assert reasons == {
-        10: "self-referral: the customer is promoter 1 (Anna@Example.com)",
-        11: "self-referral: the customer is promoter 2 (bob@example.com)",
+        10: ("self_referral", "self-referral: the customer is promoter 1 (Anna@Example.com)"),
+        11: ("self_referral", "self-referral: the customer is promoter 2 (bob@example.com)"),
     }
 
 
@@ -98,9 +99,9 @@ def test_fast_click_to_conversion():
         [facts(20, click_at=s(1000 - 29.5)), facts(21, click_at=s(1000 - 30)), facts(22, click_at=None)],
         emails={},
         history=[],
-        rules=RULES,
+        rules_of=defaultdict(lambda: RULES),
     )
-    assert reasons == {20: "click to conversion in 29.5s, under 30s"}
+    assert reasons == {20: ("fast_conversion", "click to conversion in 29.5s, under 30s")}
 
 
 def test_one_ip_behind_many_promoters_counts_history_and_the_batch_in_order():
@@ -121,14 +122,34 @@ def test_one_ip_behind_many_promoters_counts_history_and_the_batch_in_order():
         ],
         emails={},
         history=history,
-        rules=RULES,
+        rules_of=defaultdict(lambda: RULES),
     )
-    assert reasons == {31: "one IP behind the conversions of 3 promoters within 3600s (more than 2)"}
+    assert reasons == {31: ("shared_ip", "one IP behind the conversions of 3 promoters within 3600s (more than 2)")}
 
 
 def test_rules_off_flag_nothing():
     off = fraud.ConversionRules(self_referral_email=False)
     assert not off.any
     assert fraud.conversion_reasons(
-        [facts(1, customer="a@x.com", click_at=s(999), ip="ip1")], emails={1: "a@x.com"}, history=[], rules=off
+        [facts(1, customer="a@x.com", click_at=s(999), ip="ip1")], emails={1: "a@x.com"}, history=[], rules_of=defaultdict(lambda: off)
     ) == {}
+
+
+def test_an_order_above_max_order_amount_is_flagged_and_the_rules_come_from_the_terms():
+    # The program's terms as stored with each event: max_order_amount 5000.00 USD, the
+    # fast-conversion rule at 30 s; the defaults for an event stored before programs had rules.
+    terms = {"currency": "USD", "fraud": {"max_order_amount": "5000.00", "min_click_to_conversion_seconds": 30}}
+    rules = fraud.ConversionRules.from_terms(terms)
+    assert rules == fraud.ConversionRules(
+        self_referral_email=True, min_click_seconds=30, ip_max_promoters=0, ip_window_seconds=0, max_order_minor=500000
+    )
+    assert fraud.ConversionRules.from_terms({"currency": "USD"}) == fraud.ConversionRules(self_referral_email=True)
+    reasons = fraud.conversion_reasons(
+        [facts(40, amount_minor=500001), facts(41, amount_minor=500000), facts(42, amount_minor=None)],
+        emails={},
+        history=[],
+        rules_of=defaultdict(lambda: rules),
+    )
+    assert reasons == {40: ("order_amount", "order of 5000.01 above the program's max_order_amount of 5000.00")}
+    jpy = fraud.ConversionRules.from_terms({"currency": "JPY", "fraud": {"max_order_amount": "100000"}})
+    assert jpy.max_order_minor == 100000
