@@ -201,11 +201,13 @@ class Store:
         self._errors = (redis.RedisError, OSError)
         self.down_until = -math.inf  # (``_clock``) Redis is not asked before then
         self.warned_at = -math.inf
+        self.round_trips = 0  # times Redis was asked
 
     def take(self, key: str, args: tuple) -> tuple[int, int] | None:
         """The script's answer; ``None`` when Redis failed, now or within ``RETRY_SECONDS``."""
         if _clock() < self.down_until:
             return None
+        self.round_trips += 1
         try:
             got, wait = self._take(keys=[key], args=args)
         except self._errors as exc:
@@ -342,6 +344,11 @@ def _buckets() -> dict[str, Buckets | SharedBuckets | None]:
                 _state["buckets"] = {s: buckets(s, n) if n > 0 else None for s, n in limits.items()}
                 _state["settings"] = wrapped
     return _state["buckets"]
+
+
+def round_trips() -> int:
+    """How many times this process has asked Redis for its rate limits (since ``reset``)."""
+    return sum(store.round_trips for store in list(_state["stores"].values()))
 
 
 def reset() -> None:

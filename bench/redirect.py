@@ -10,7 +10,11 @@ Runs gunicorn (bench/gunicorn.conf.py) on PostgreSQL and Redis, drives it with w
 * ``/r/<code>`` from returning browsers (an ``aff_vid`` cookie), flat out (``--no-returning`` skips it);
 
 then checks, run by run, that every ``aff_click`` id handed out in a 302 is a Click row in
-the database ("clicks lost"). See bench/README.md.
+the database ("clicks lost"). What the rate limiter costs: ``hit_wsgi`` timed in this process
+(µs per call, the buckets shared in Redis against the in-process ones, one IP and a new IP a
+call), and ``/r/<code>`` from new browsers on a second gunicorn whose redirect limit is off,
+in every round right after the same traffic on the first (``--no-limiter-off`` skips it).
+See bench/README.md.
 
     .venv/bin/python bench/redirect.py [--rounds 3] [--duration 10] [--rate 500] [--workers 4] ...
 """
@@ -90,6 +94,7 @@ class Kind:
     duration: int
     rate: int = 0  # 0: as fast as possible
     cookies: int = 0  # returning browsers per wrk thread; 0: no cookie
+    server: str = "main"  # "off": the server whose redirect rate limit is off
     link_id: int | None = None
     runs: list[Run] = field(default_factory=list)
     # the click check, over all rounds
@@ -364,6 +369,77 @@ def verify_clicks(kind: Kind, pattern: str) -> None:
     kind.clicks_in_flight = len(stored - set(handed_out))
 
 
+# --- The rate limiter, in this process -----------------------------------------------
+
+
+def limiter_costs(redis_url: str, calls: int) -> list[dict]:
+    """CPU and wall µs per ``ratelimit.hit_wsgi`` call as the redirect's fast path makes it
+    (the default limits), and Redis round trips per 1,000 calls, in each way of counting."""
+    from django.test import override_settings
+
+    from affiliate import ratelimit
+
+    ips = [f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in range(calls)]
+    one = ["203.0.113.77"] * calls
+    def timed(name: str, keys: list[str], hit) -> dict:
+        asked = ratelimit.round_trips()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for key in keys:
+            hit(key)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        asked = ratelimit.round_trips() - asked
+        return {"case": name, "cpu_us": 1e6 * cpu / len(keys), "wall_us": 1e6 * wall / len(keys), "round_trips_per_1000": 1000 * asked / len(keys)}
+
+    def hit_wsgi(key: str) -> None:
+        ratelimit.hit_wsgi({}, [("redirect", key)])
+
+    results = []
+    try:
+        for name, redis in (("in-process bucket", ""), ("shared in Redis", redis_url)):
+            with override_settings(REDIS_URL=redis):
+                ratelimit.reset()
+                hit_wsgi(one[0])  # the first call makes the buckets (and connects)
+                results.append(timed(f"{name}, one IP", one, hit_wsgi))
+                results.append(timed(f"{name}, a new IP a call", ips, hit_wsgi))
+                results.append(timed(f"{name}, each IP again", ips, hit_wsgi))
+        with override_settings(REDIS_URL=redis_url, RATE_LIMIT_REDIRECT_PER_IP=0):
+            ratelimit.reset()
+            results.insert(0, timed("limit off (0)", one, hit_wsgi))
+        with override_settings(REDIS_URL=redis_url):
+            # The design it replaces: a round trip for every request (no allotment, no credit).
+            naive = ratelimit.SharedBuckets(300_000, 60, scope=f"bench-{secrets.token_hex(4)}", store=ratelimit._store(redis_url))
+            naive.most, naive.credit = 1, False
+            results.append(timed("a Redis round trip a call, one IP", one, naive.take))
+    finally:
+        ratelimit.reset()
+    return results
+
+
+def limiter_table(costs: list[dict], calls: int) -> str:
+    lines = [
+        f"Rate limiter: ratelimit.hit_wsgi in the bench's own process, {calls} calls a case, the default limits; "
+        "Redis on the same machine",
+        "",
+        f"{'case':<40} {'cpu us/call':>11} {'wall us/call':>12} {'round trips/1000':>16}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for c in costs:
+        lines.append(f"{c['case']:<40} {c['cpu_us']:>11.2f} {c['wall_us']:>12.2f} {c['round_trips_per_1000']:>16.1f}")
+    return "\n".join(lines)
+
+
+def limiter_ratio(on: Kind, off: Kind) -> str:
+    pairs = [(a, b) for a, b in zip(on.runs, off.runs, strict=True) if b.rps]
+    quiet = [(a, b) for a, b in pairs if not a.disturbed and not b.disturbed] or pairs
+    ratios = [a.rps / b.rps for a, b in quiet]
+    ratio = statistics.median(ratios) if ratios else 0
+    return (
+        f"rate limiter: /r/ new browsers {on.median('rps'):.0f}/s with the redirect's limit on (shared in Redis), "
+        f"{off.median('rps'):.0f}/s with it off: {ratio:.0%} (rounds: {', '.join(f'{x:.0%}' for x in ratios)}); "
+        f"gunicorn CPU per request {on.median_cpu('gunicorn_us'):.0f} us on, {off.median_cpu('gunicorn_us'):.0f} us off"
+    )
+
+
 # --- Report ---------------------------------------------------------------------------
 
 
@@ -462,6 +538,11 @@ def main() -> int:
         "--spool", action=argparse.BooleanOptionalAction, default=True,
         help="clicks through the click spool (CLICK_SPOOL_DIR, the default); --no-spool commits each click before its 302",
     )
+    parser.add_argument(
+        "--limiter-off", action=argparse.BooleanOptionalAction, default=True,
+        help="also run /r/ new browsers on a second gunicorn with the redirect's rate limit off (default on)",
+    )
+    parser.add_argument("--limiter-calls", type=int, default=20000, help="hit_wsgi calls per case of the limiter's timing (0: none)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
 
@@ -522,6 +603,8 @@ def main() -> int:
     new = Kind("/r/ new browsers", "", args.connections, args.duration)
     paced = Kind(f"/r/ new browsers @{args.rate}/s", "", args.paced_connections, args.duration, rate=args.rate)
     kinds = [bare, new, paced]
+    if args.limiter_off:
+        kinds.insert(2, Kind("/r/ new browsers, limit off", "", args.connections, args.duration, server="off"))
     if args.returning:
         kinds.append(Kind("/r/ returning browsers (cookie)", "", args.connections, args.duration, cookies=500))
     tracked = [k for k in kinds if k is not bare]
@@ -529,33 +612,45 @@ def main() -> int:
     for kind in tracked:
         kind.path = f"/r/{codes[kind.name]}?sub1=bench&sub2={secrets.token_hex(4)}"
         kind.link_id = link_id(codes[kind.name])
+    costs = []
+    if args.limiter_calls:
+        log(f"Timing the rate limiter: {args.limiter_calls} hit_wsgi calls a case")
+        costs = limiter_costs(args.redis, args.limiter_calls)
+        log(limiter_table(costs, args.limiter_calls))
     connections.close_all()
 
-    server = Server(env, port, workdir / "gunicorn.log")
+    servers = {"main": Server(env, port, workdir / "gunicorn.log")}
+    if args.limiter_off:
+        off_port = free_port()
+        off_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{off_port}", "RATE_LIMIT_REDIRECT_PER_IP": "0"}
+        servers["off"] = Server(off_env, off_port, workdir / "gunicorn-limit-off.log")
     try:
-        log(f"Starting gunicorn on 127.0.0.1:{port} (log: {server.log_path})")
-        server.start()
-        check_contract(port, codes["warmup"])
-        meter = CpuMeter(server.proc.pid, args.db_name)
-        workers = server.worker_count()
+        for name, server in servers.items():
+            log(f"Starting gunicorn ({name}) on 127.0.0.1:{server.port} (log: {server.log_path})")
+            server.start()
+            check_contract(server.port, codes["warmup"])
+        meters = {name: CpuMeter(server.proc.pid, args.db_name) for name, server in servers.items()}
+        workers = servers["main"].worker_count()
         log(f"  {workers} workers up; warming up {args.warmup} s per path")
         warm = Kind("warm-up", f"/r/{codes['warmup']}", args.connections, args.warmup)
-        for path in ("/bare302", warm.path):
-            warm.path = path
-            run_wrk(port, warm, args.threads, None, None)
+        for server in servers.values():
+            for path in ("/bare302", f"/r/{codes['warmup']}"):
+                warm.path = path
+                run_wrk(server.port, warm, args.threads, None, None)
         for round_no in range(1, args.rounds + 1):
             for kind in kinds:
                 checkpoint(database_url)
                 busy = wait_for_quiet(args.quiet_wait)
                 log(f"Round {round_no}/{args.rounds}, {kind.name}: {kind.connections} connections, {kind.duration} s")
                 prefix = str(workdir / f"ids-{kinds.index(kind)}-{round_no}") if kind.link_id else None
-                run = run_wrk(port, kind, args.threads, prefix, meter)
+                run = run_wrk(servers[kind.server].port, kind, args.threads, prefix, meters[kind.server])
                 run.busy_before = round(busy, 1)
                 kind.runs.append(run)
                 log(f"  {run.rps:.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms; cpu {run.cpu}")
     finally:
-        server.stop()
-        log(f"gunicorn stopped (log kept in {server.log_path})")
+        for server in servers.values():
+            server.stop()
+            log(f"gunicorn stopped (log kept in {server.log_path})")
     spool_note = "clicks committed before each 302 (no spool)"
     if args.spool:
         # The workers flush what they hold as they exit; anything left (a worker killed by
@@ -582,12 +677,22 @@ def main() -> int:
     )
     print(table(kinds, header))
     print()
+    limiter = ""
+    if args.limiter_off:
+        limiter = limiter_ratio(new, next(k for k in kinds if k.server == "off"))
+        print(f"  {limiter}")
     results = verdicts(bare, new, paced, tracked)
     for target, reached, met in results:
         print(f"  [{'met' if met else 'MISSED'}] {target}: {reached}")
+    if costs:
+        print()
+        print(limiter_table(costs, args.limiter_calls))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"header": header, "kinds": [asdict(k) for k in kinds], "targets": results}, indent=2)
+            json.dumps(
+                {"header": header, "kinds": [asdict(k) for k in kinds], "targets": results, "limiter": {"ratio": limiter, "calls": costs}},
+                indent=2,
+            )
         )
     return 0 if all(met for _, _, met in results) else 1
 

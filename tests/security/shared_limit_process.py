@@ -26,15 +26,6 @@ def main(ip: str, key: str, redirects: int, api_calls: int) -> dict:
 
     from affiliate import ratelimit
 
-    round_trips = 0
-    take = ratelimit.Store.take
-
-    def counted_take(self, *args):
-        nonlocal round_trips
-        round_trips += 1
-        return take(self, *args)
-
-    ratelimit.Store.take = counted_take
     middleware = ratelimit.RateLimitMiddleware(lambda request: HttpResponse("ok"))
     factory = RequestFactory()
     print("ready", flush=True)
@@ -66,7 +57,7 @@ def main(ip: str, key: str, redirects: int, api_calls: int) -> dict:
         for name in ("waits", "bodies"):
             if name in counts:
                 counts[name] = sorted(counts[name])
-    return {"redirect": redirect, "api": api, "round_trips": round_trips, "requests": redirects + api_calls}
+    return {"redirect": redirect, "api": api, "round_trips": ratelimit.round_trips(), "requests": redirects + api_calls}
 
 
 if __name__ == "__main__":
