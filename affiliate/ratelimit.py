@@ -56,7 +56,8 @@ click wait on Redis. So a process asks Redis only now and then, and counts local
 
 The arithmetic in Redis is exact, in integers: a bucket's level is counted in units of
 ``window_ms / g`` per token, refilled by ``limit / g`` units a millisecond (``g`` their
-greatest common divisor), on Redis's own clock (``TIME``), so machines whose clocks differ
+greatest common divisor; exact while ``limit * window_ms / g`` stays below 2^53, Lua's
+largest exact integer), on Redis's own clock (``TIME``), so machines whose clocks differ
 agree. A bucket's key expires when it would be full again. The keys name the scope, the
 limit and the window (``ratelimit:redirect:300000/60000:<ip>``): a deploy that changes a
 limit starts fresh buckets instead of misreading the old ones.
