@@ -299,12 +299,13 @@ def store(rows: list[list], *, using: str | None = None) -> None:
             ") ON COMMIT DELETE ROWS"
         )
         cursor.execute("DELETE FROM click_spool_batch")  # empty but inside an enclosing transaction
+        # The programs' click rules, read before the COPY (no other statement may run during it).
+        rules_of = fraud.program_click_rules(v[5] for v in rows)
         with cursor.cursor.copy(
             "COPY click_spool_batch (id, visitor_id, new_visitor, link_id, merchant_id, program_id, promoter_id,"
             " created_at, user_agent, referrer, ip_hash, sub1, sub2, sub3, sub4, sub5, duplicate_seconds, bot_reason)"
             " FROM STDIN"
         ) as copy:
-            rules_of = fraud.program_click_rules(v[5] for v in rows)
             for v in rows:
                 # A known bot (fraud.bot_reason, cached per user agent): decided here, not in
                 # the redirect, so that the spool's lines keep their format.

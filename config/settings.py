@@ -439,10 +439,11 @@ SPECTACULAR_SETTINGS = {
         "CommissionKindEnum": ["direct", "override", "bounty", "reversal"],
         "TouchpointKindEnum": ["click", "coupon"],
         "PayoutMethodKindEnum": ["paypal", "bank", "manual"],
-        "WebhookEventTypeEnum": ["commission.created", "commission.approved", "commission.reversed", "payout.paid"],
+        "WebhookEventTypeEnum": ["commission.created", "commission.approved", "commission.reversed", "payout.paid", "event.failed"],
         "WebhookDeliveryStatusEnum": ["pending", "succeeded", "failed"],
         "PromoterStatusEnum": ["active", "inactive", "pending"],
-        "CommissionStatusEnum": ["pending", "approved", "paid"],
+        "CommissionStatusEnum": ["held", "pending", "approved", "paid", "rejected"],
+        "EventStatusEnum": ["queued", "processed", "failed"],
     },
 }
 

@@ -577,3 +577,46 @@ def merchant_promoter(merchant: Merchant, promoter_id: int) -> Promoter | None:
 @replica_reads()
 def pending_count(merchant: Merchant) -> int:
     return Promoter.objects.filter(merchant=merchant, status=Promoter.Status.PENDING).count()
+
+
+def failed_events_count(merchant: Merchant) -> int:
+    """Events whose processing failed EVENT_MAX_ATTEMPTS times (the admin processes them again)."""
+    return ConversionEvent.objects.filter(merchant=merchant, status=ConversionEvent.Status.FAILED).count()
+
+
+def review_queue(merchant: Merchant, *, limit: int = 200) -> list[dict]:
+    """The flagged conversions waiting for finance's decision, newest first: each with its
+    reason and its held commissions (the sum per currency, and how many)."""
+    flagged = list(
+        ConversionEvent.objects.filter(
+            merchant=merchant, is_fraud=True, rejected_at__isnull=True, status=ConversionEvent.Status.PROCESSED
+        )
+        .select_related("customer", "program")
+        .order_by("-occurred_at", "-id")[:limit]
+    )
+    held: dict[int, list] = {}
+    for event_id, currency, total, n in (
+        Commission.objects.filter(
+            Q(event_id__in=[e.pk for e in flagged]) | Q(reverses__event_id__in=[e.pk for e in flagged]),
+            status=Commission.Status.HELD,
+        )
+        .annotate(owner=Coalesce("reverses__event_id", "event_id"))
+        .values("owner", "currency").annotate(total=Sum("amount_minor"), n=Count("id"))
+        .values_list("owner", "currency", "total", "n")
+    ):
+        held.setdefault(event_id, []).append((currency, total, n))
+    return [
+        {
+            "event": e,
+            "amount": money.format_minor(e.amount_minor, e.currency),
+            "held": [money.format_minor(total, currency) + f" {currency}" for currency, total, _ in held.get(e.pk, [])],
+            "held_count": sum(n for *_, n in held.get(e.pk, [])),
+        }
+        for e in flagged
+    ]
+
+
+def review_count(merchant: Merchant) -> int:
+    return ConversionEvent.objects.filter(
+        merchant=merchant, is_fraud=True, rejected_at__isnull=True, status=ConversionEvent.Status.PROCESSED
+    ).count()

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from affiliate import services as tracking
 from affiliate.errors import ServiceValidationError
 from attribution.selectors import event_journey
+from payouts import review as review_services
 from promoters import services as promoter_services
 
 from . import insight_selectors as insight_reads
@@ -117,6 +118,8 @@ def dashboard(request):
             "kpis": kpis[program.pk], "all_kpis": [kpis[p.pk] for p in programs], "chart": chart,
             "chart_rows": list(zip(chart["days"], chart["clicks"], chart["purchases"], chart["revenue"], strict=True)),
             "pending": reads.pending_count(merchant),
+            "in_review": reads.review_count(merchant),
+            "failed_events": reads.failed_events_count(merchant),
         }
 
     return _range_page(request, "merchant/dashboard.html", figures)
@@ -241,6 +244,41 @@ def approval_decide(request, promoter_id: int):
     else:
         messages.success(request, f"{promoter.name} is rejected: their account stays inactive.")
     return redirect("merchant:approvals")
+
+
+# --- Review of flagged conversions -------------------------------------------------------
+
+
+@require_GET
+@merchant_page
+def review(request):
+    return render(request, "merchant/review.html", {"rows": reads.review_queue(request.merchant)})
+
+
+@require_POST
+@merchant_page
+def review_decide(request, event_id: int):
+    """Clear or reject one flagged conversion (payouts/review.py), once, with the login in
+    the admin's history of the event."""
+    event = reads.conversion(request.merchant, event_id)
+    if event is None:
+        raise Http404
+    action = request.POST.get("action")
+    decide = {"clear": review_services.conversion_clear, "reject": review_services.conversion_reject}.get(action)
+    if decide is None:
+        messages.error(request, "Choose clear or reject.")
+        return redirect("merchant:review")
+    with transaction.atomic():
+        done = decide(event_id=event.pk, by=request.user.get_username())
+        if done:
+            _record(request, event, "Cleared in review" if action == "clear" else "Rejected in review")
+    if not done:
+        messages.error(request, f"Conversion {event.pk} was already decided.")
+    elif action == "clear":
+        messages.success(request, f"Conversion {event.pk} is cleared: its commissions follow the usual hold from the sale.")
+    else:
+        messages.success(request, f"Conversion {event.pk} is rejected: its commissions are reversed and nothing is paid.")
+    return redirect("merchant:review")
 
 
 # --- Insights -------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def payout(commission: Commission, accounts: dict) -> Posting:
     )
 
 
-PROMOTER_KINDS = (Account.Kind.PENDING, Account.Kind.AVAILABLE, Account.Kind.PROCESSING, Account.Kind.PAID)
+PROMOTER_KINDS = POSTING_KINDS
 
 
 def array_literal(values) -> str:

@@ -41,7 +41,7 @@ def _lock_flagged(event_id: int) -> ConversionEvent | None:
 def _held_of(event: ConversionEvent) -> list[Commission]:
     """The event's held commissions and the held reversals of its refunds, locked, by id."""
     return list(
-        Commission.objects.select_for_update()
+        Commission.objects.select_for_update(of=("self",))
         .filter(Q(event=event) | Q(reverses__event=event), status=Commission.Status.HELD)
         .order_by("id")
     )

@@ -209,6 +209,19 @@ def commissions(promoter: Promoter, filters: CommissionFilter = CommissionFilter
     )
 
 
+def review_reasons(event_ids) -> dict[int, str]:
+    """Why these events' commissions are in review, as a promoter may read it (never the
+    finance reason, which names people and addresses), by event id; a refund's is its
+    order's."""
+    from affiliate import fraud
+
+    ids = sorted(set(event_ids))
+    if not ids:
+        return {}
+    rows = ConversionEvent.objects.using(read_alias()).filter(pk__in=ids).values_list("pk", "flag_code", "purchase__flag_code")
+    return {pk: fraud.public_reason(own or of_order or "") for pk, own, of_order in rows}
+
+
 @replica_reads()
 def commission_totals(promoter: Promoter, filters: CommissionFilter = CommissionFilter()) -> dict:
     row = commissions(promoter, filters).order_by().aggregate(n=Count("id"), total=Sum("amount_minor"))

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from affiliate import money
 from affiliate.errors import ServiceValidationError
 from payouts import methods, statements
+from payouts.models import Commission
 from payouts.selectors import promoter_balance
 
 from . import portal_selectors as reads
@@ -282,8 +283,12 @@ def commissions(request):
     paginator = TwoEndedPaginator(reads.commissions(promoter, filters), COMMISSIONS_PER_PAGE)
     paginator.count = totals["count"]  # counted with the totals: one pass over the rows, not two
     page = paginator.get_page(request.GET.get("page"))
+    in_review = reads.review_reasons(c.event_id for c in page.object_list if c.status == Commission.Status.HELD)
     rows = [
-        {"c": c, "label": _commission_label(c), "amount": money.format_minor(c.amount_minor, c.currency)}
+        {
+            "c": c, "label": _commission_label(c), "amount": money.format_minor(c.amount_minor, c.currency),
+            "review": in_review.get(c.event_id, "") if c.status == Commission.Status.HELD else "",
+        }
         for c in page.object_list
     ]
     query = request.GET.copy()

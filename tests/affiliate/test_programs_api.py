@@ -52,7 +52,7 @@ def test_all_fields_round_trip(api):
     body = api.post("/api/v1/programs/", payload, format="json").json()
     assert body == {
         "id": body["id"], **payload, "first_click_share": "0.50", "repeat_purchase_rate": "0.00",
-        "tier_rates": ["0.10"] * 10, "is_default": True,
+        "tier_rates": ["0.10"] * 10, "fraud": DEFAULTS["fraud"], "is_default": True,
     }
     assert Program.objects.get().registration_bounty_minor == 500
 

@@ -19,6 +19,9 @@ from django.core.management import call_command
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("e2e")]
 
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+
+
 class Merchant:
     def __init__(self, base: str, credentials: dict):
         self.base = base
@@ -77,6 +80,7 @@ def test_a_merchant_integrates_end_to_end(live_server):
 
     # A visitor's browser follows the link: 302 to the shop with aff_click, cookie set.
     browser = requests.Session()
+    browser.headers["User-Agent"] = BROWSER  # a person's browser: a bot's click is flagged and earns nothing
     hop = browser.get(link["url"] + "?sub1=bio", allow_redirects=False, timeout=10)
     assert hop.status_code == 302
     location = urlsplit(hop.headers["Location"])

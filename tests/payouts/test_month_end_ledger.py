@@ -80,9 +80,9 @@ def test_the_close_approves_what_is_due_with_the_batch_that_claims_it(september,
     assert journals_of(g, "approval", "batch_lock") == [
         ("approval", "hold ended: 1 commission(s)", [("pending", -1000), ("available", 1000)]),
     ]
-    assert balances(p) == {"pending": 0, "available": 0, "processing": 11500, "paid": 0}
-    assert balances(s) == {"pending": 0, "available": 0, "processing": 6500, "paid": 0}
-    assert balances(g) == {"pending": 0, "available": 1000, "processing": 0, "paid": 0}
+    assert balances(p) == {"held": 0, "pending": 0, "available": 0, "processing": 11500, "paid": 0}
+    assert balances(s) == {"held": 0, "pending": 0, "available": 0, "processing": 6500, "paid": 0}
+    assert balances(g) == {"held": 0, "pending": 0, "available": 1000, "processing": 0, "paid": 0}
     # A webhook for every commission approved, as approve_due sends them.
     assert sorted(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("event_id", flat=True)) == sorted(
         f"commission.approved:{pk}" for pk in Commission.objects.values_list("id", flat=True)
@@ -133,8 +133,8 @@ def test_post_moves_writes_what_post_writes(september):
         (j[2], s.pk, "pending", -200), (j[2], s.pk, "processing", 200),
         (j[3], p.pk, "available", -300), (j[3], p.pk, "processing", 300),
     ]
-    assert balances(new) == {"pending": 0, "available": 0, "processing": 0, "paid": 0}
-    moved_p = {"pending": -700, "available": 400, "processing": 300, "paid": 0}
+    assert balances(new) == {"held": 0, "pending": 0, "available": 0, "processing": 0, "paid": 0}
+    moved_p = {"held": 0, "pending": -700, "available": 400, "processing": 300, "paid": 0}
     assert balances(p) == {k: before[p.pk][k] + moved_p[k] for k in moved_p}
     assert balances(s) == {**before[s.pk], "pending": before[s.pk]["pending"] - 200, "processing": 200}
     # The journals balance and the running balances follow; only the commissions disagree.

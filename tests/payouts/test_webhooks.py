@@ -385,7 +385,7 @@ def test_create_shows_the_secret_once(api, merchant, promoter):
         ({"url": "not a url", "events": ["commission.created"]}, {"url": ["Must be an absolute http(s) URL."]}),
         ({"url": "ftp://crm.example.com/", "events": ["commission.created"]}, {"url": ["Must be an absolute http(s) URL."]}),
         ({"url": "https://crm.example.com/", "events": ["commission.eaten"]}, {"events": ["Unknown event type: 'commission.eaten'."]}),
-        ({"url": "https://crm.example.com/", "events": []}, {"events": ["Must be a non-empty list of: commission.created, commission.approved, commission.reversed, payout.paid."]}),
+        ({"url": "https://crm.example.com/", "events": []}, {"events": ["Must be a non-empty list of: commission.created, commission.approved, commission.reversed, payout.paid, event.failed."]}),
         ({"events": ["commission.created"]}, {"url": ["This field is required."]}),
         ({"url": "https://crm.example.com/", "events": ["commission.created"], "secret": "mine"}, {"secret": ["Unknown field."]}),
         ({"url": "https://crm.example.com/", "events": ["commission.created"], "promoter": 999999}, {"promoter": ["No object with this id."]}),
