@@ -442,7 +442,7 @@ def _program_id(raw) -> int | None:
 def _program(merchant: Merchant, row: list) -> Program:
     values = dict(zip(PROGRAM_COLUMNS, row, strict=True))
     values["tier_rates"] = json.loads(values["tier_rates"])
-    values["fraud"] = json.loads(values["fraud"])
+    values["fraud"] = json.loads(values["fraud"]) if isinstance(values["fraud"], str) else values["fraud"]
     return Program(merchant=merchant, **values)
 
 

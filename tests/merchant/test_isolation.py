@@ -38,7 +38,7 @@ def theirs(other):
 
 def test_every_object_url_of_the_merchant_pages_is_covered():
     with_ids = {p.name for p in merchant_urls.urlpatterns if p.pattern.converters}
-    assert with_ids == {"conversion", "program-settings", "approval-decide"}
+    assert with_ids == {"conversion", "program-settings", "approval-decide", "review-decide"}
 
 
 def object_urls(world, theirs) -> dict[str, str]:
@@ -49,11 +49,13 @@ def object_urls(world, theirs) -> dict[str, str]:
             "conversion": f"/merchant/conversions/{world.o1['id']}/",
             "program-settings": f"/merchant/programs/{world.program.pk}/settings/",
             "approval-decide": f"/merchant/approvals/{ours_pending.pk}/",
+            "review-decide": f"/merchant/review/{world.o1['id']}/",
         },
         "theirs": {
             "conversion": f"/merchant/conversions/{theirs['event_id']}/",
             "program-settings": f"/merchant/programs/{theirs['program'].pk}/settings/",
             "approval-decide": f"/merchant/approvals/{theirs['pending'].pk}/",
+            "review-decide": f"/merchant/review/{theirs['event_id']}/",
         },
     }
 
@@ -64,7 +66,7 @@ def test_another_merchants_objects_are_404_and_nothing_changes(world, theirs):
     urls = object_urls(world, theirs)
     program_before = Program.objects.values().get(pk=theirs["program"].pk)
     for name, url in urls["theirs"].items():
-        if name != "approval-decide":
+        if name not in ("approval-decide", "review-decide"):
             assert theirs["client"].get(url).status_code == 200, name  # their own staff opens them
             assert world.client.get(url).status_code == 404, name
     assert b"Not processed yet" in theirs["client"].get(urls["theirs"]["conversion"]).content  # queued: no worker ran
@@ -72,12 +74,14 @@ def test_another_merchants_objects_are_404_and_nothing_changes(world, theirs):
     assert world.client.post(settings, {"name": "Hijacked", "currency": "EUR"}).status_code == 404
     for action in ("approve", "reject"):
         assert world.client.post(urls["theirs"]["approval-decide"], {"action": action}).status_code == 404
+    for action in ("clear", "reject"):
+        assert world.client.post(urls["theirs"]["review-decide"], {"action": action}).status_code == 404
     assert Program.objects.values().get(pk=theirs["program"].pk) == program_before
     assert Promoter.objects.get(pk=theirs["pending"].pk).status == "pending"
     # And the other way round: their staff cannot reach ours.
     for name, url in urls["ours"].items():
-        if name == "approval-decide":
-            assert theirs["client"].post(url, {"action": "approve"}).status_code == 404
+        if name in ("approval-decide", "review-decide"):
+            assert theirs["client"].post(url, {"action": "approve" if name == "approval-decide" else "clear"}).status_code == 404
         else:
             assert theirs["client"].get(url).status_code == 404, name
     assert Promoter.objects.get(name="Ann").status == "pending"
@@ -111,12 +115,13 @@ def every_page(world) -> list[tuple[str, str]]:
         ("get", "/merchant/programs/"), ("get", f"/merchant/programs/{world.program.pk}/settings/"),
         ("post", f"/merchant/programs/{world.program.pk}/settings/"), ("get", "/merchant/approvals/"),
         ("post", f"/merchant/approvals/{world.pia.pk}/"), ("post", "/merchant/switch/"),
+        ("get", "/merchant/review/"), ("post", f"/merchant/review/{world.o1['id']}/"),
         ("get", "/merchant/insights/"), ("get", "/merchant/insights/segments/"), ("get", "/merchant/insights/content/"),
     ]
 
 
 def test_every_page_is_listed():
-    assert len(merchant_urls.urlpatterns) == 13  # every_page covers each, settings with GET and POST
+    assert len(merchant_urls.urlpatterns) == 15  # every_page covers each, settings with GET and POST
 
 
 def test_a_promoters_login_gets_403_on_every_merchant_page(world):
