@@ -617,6 +617,6 @@ def review_queue(merchant: Merchant, *, limit: int = 200) -> list[dict]:
 
 
 def review_count(merchant: Merchant) -> int:
-    return ConversionEvent.objects.filter(
-        merchant=merchant, is_fraud=True, rejected_at__isnull=True, status=ConversionEvent.Status.PROCESSED
-    ).count()
+    """How many conversions hold commissions in review (the partial index commission_held)."""
+    held = Commission.objects.filter(merchant=merchant, status=Commission.Status.HELD).exclude(kind=Commission.Kind.REVERSAL)
+    return held.values("event_id").distinct().count()
