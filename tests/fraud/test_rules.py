@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-
 from datetime import UTC, datetime, timedelta
 
 from affiliate import fraud
