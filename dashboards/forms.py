@@ -89,6 +89,31 @@ class ProgramSettingsForm(forms.Form):
         help_text="A second click of the same visitor on the same link within this time is a duplicate. 0: off.",
     )
     hold_days = forms.IntegerField(label="Hold (days)", min_value=0, max_value=3650, help_text="Commissions stay pending this long (the return period).")
+    # The fraud rules ("fraud" in the API): a flagged conversion's commissions are held for review.
+    fraud_bots = forms.BooleanField(required=False, label="Flag clicks from known bots")
+    fraud_click_flood_max = forms.IntegerField(
+        label="Click flood: clicks allowed", min_value=0, max_value=100_000,
+        help_text="A visitor's or an IP's clicks on one link beyond this many within the window are flagged. 0: off.",
+    )
+    fraud_click_flood_seconds = forms.IntegerField(label="Click flood: window (seconds)", min_value=0, max_value=86_400)
+    fraud_self_referral_email = forms.BooleanField(required=False, label="Flag self-referral (the customer is the promoter, by email)")
+    fraud_min_click_to_conversion_seconds = forms.IntegerField(
+        label="Flag a sale sooner than this after its click (seconds)", min_value=0, max_value=86_400,
+        help_text="0: off. Fast buyers are honest too: 5 is a careful value.",
+    )
+    fraud_ip_max_promoters = forms.IntegerField(
+        label="Flag an IP behind more promoters' sales than this in a day", min_value=0, max_value=100_000,
+        help_text="0: off. Many people share one address behind a mobile carrier.",
+    )
+    fraud_max_order_amount = forms.CharField(
+        max_length=20, required=False, label="Review orders above",
+        help_text="In the program's currency; empty: off. Such a purchase's commissions are held for review.",
+    )
+
+    FRAUD_FIELDS = (
+        "bots", "click_flood_max", "click_flood_seconds", "self_referral_email", "min_click_to_conversion_seconds",
+        "ip_max_promoters", "max_order_amount",
+    )
 
     FIELD_ORDER = (
         "name", "currency", "attribution_model", "first_click_share", "last_click_share", "lookback_days",
@@ -114,6 +139,7 @@ class ProgramSettingsForm(forms.Form):
             "compress_inactive": program.compress_inactive,
             "duplicate_click_seconds": program.duplicate_click_seconds,
             "hold_days": program.hold_days,
+            **{f"fraud_{name}": value if value is not None else "" for name, value in program.fraud_rules.items()},
         }
 
     def service_fields(self) -> dict:
@@ -122,4 +148,6 @@ class ProgramSettingsForm(forms.Form):
         data["currency"] = data["currency"].strip().upper()
         raw = data["tier_rates"].strip()
         data["tier_rates"] = [part.strip() for part in raw.split(",")] if raw else []
-        return {name: data[name] for name in self.FIELD_ORDER}
+        fraud = {name: data[f"fraud_{name}"] for name in self.FRAUD_FIELDS}
+        fraud["max_order_amount"] = (fraud["max_order_amount"] or "").strip() or None
+        return {**{name: data[name] for name in self.FIELD_ORDER}, "fraud": fraud}

@@ -203,8 +203,9 @@ def program_settings(request, program_id: int):
                     _record(request, updated, "Settings changed: " + ("; ".join(changes) or "nothing"))
             except ServiceValidationError as exc:
                 for field, problems in exc.fields.items():
+                    name = field.replace(".", "_")  # fraud.<rule> is the form's fraud_<rule>
                     for problem in problems:
-                        form.add_error(field if field in form.fields else None, problem)
+                        form.add_error(name if name in form.fields else None, problem)
             else:
                 messages.success(request, "The program's settings are saved. They apply to events received from now on.")
                 return redirect("merchant:program-settings", program_id=program.pk)

@@ -68,6 +68,8 @@ def test_program_settings_are_saved_through_the_service(world):
         "name": "Default", "currency": "USD", "attribution_model": "last_click", "first_click_share": "0.60",
         "last_click_share": "0.40", "lookback_days": "45", "registration_bounty": "2.50", "first_purchase_rate": "0.12",
         "repeat_purchase_rate": "0.05", "tier_rates": "0.05, 0.02, 0.01", "duplicate_click_seconds": "0", "hold_days": "14",
+        "fraud_bots": "on", "fraud_click_flood_max": "20", "fraud_click_flood_seconds": "60", "fraud_self_referral_email": "on",
+        "fraud_min_click_to_conversion_seconds": "5", "fraud_ip_max_promoters": "0", "fraud_max_order_amount": "5000",
     }
     response = world.client.post(url, data)
     assert response.status_code == 302
@@ -76,12 +78,17 @@ def test_program_settings_are_saved_through_the_service(world):
             program.tier_rates, program.hold_days, program.compress_inactive) == (
         "last_click", 45, 250, "0.120000", ["0.05", "0.02", "0.01"], 14, False,
     )
+    assert program.fraud_rules == {
+        "bots": True, "click_flood_max": 20, "click_flood_seconds": 60, "self_referral_email": True,
+        "min_click_to_conversion_seconds": 5, "ip_max_promoters": 0, "max_order_amount": "5000.00",
+    }
     # The audit trail: the admin's history of the program names the login and the changes.
     entry = LogEntry.objects.get()
     assert (entry.user_id, entry.object_id, entry.object_repr) == (world.staff.pk, str(program.pk), str(program))
     assert entry.change_message == (
         "Settings changed: attribution_model mixed → last_click; lookback_days 30 → 45; registration_bounty 0.00 → 2.50; "
-        "first_purchase_rate 0.10 → 0.12; tier_rates 0.05, 0.03 → 0.05, 0.02, 0.01; hold_days 30 → 14 "
+        "first_purchase_rate 0.10 → 0.12; tier_rates 0.05, 0.03 → 0.05, 0.02, 0.01; hold_days 30 → 14; "
+        "fraud_min_click_to_conversion_seconds 0 → 5; fraud_max_order_amount  → 5000.00 "
         "(merchant dashboard, Worked Example Shop staff)"
     )
 

@@ -13,6 +13,8 @@ VALID = {
     "name": "Default", "currency": "USD", "attribution_model": "mixed", "first_click_share": "0.60",
     "last_click_share": "0.40", "lookback_days": "30", "registration_bounty": "0.00", "first_purchase_rate": "0.10",
     "repeat_purchase_rate": "0.05", "tier_rates": "0.05, 0.03", "duplicate_click_seconds": "0", "hold_days": "30",
+    "fraud_bots": "on", "fraud_click_flood_max": "20", "fraud_click_flood_seconds": "60", "fraud_self_referral_email": "on",
+    "fraud_min_click_to_conversion_seconds": "0", "fraud_ip_max_promoters": "0", "fraud_max_order_amount": "",
 }
 
 
@@ -30,6 +32,8 @@ def post(world, **changes):
         ({"first_purchase_rate": "1.5", "name": "Renamed"}, "first_purchase_rate", "The first purchase rate must lie between 0 and 1."),
         ({"tier_rates": "0.05, lots", "hold_days": "7"}, "tier_rates", "The level 2 rate must be a decimal string such as"),
         ({"registration_bounty": "1.005", "name": "Renamed"}, "registration_bounty", "At most 2 decimals are allowed in USD."),
+        ({"fraud_max_order_amount": "12.345", "name": "Renamed"}, "fraud_max_order_amount",
+         "At most 2 decimals are allowed in USD. (null: off)"),
         # Refused by the form before the service is called.
         ({"lookback_days": "soon", "name": "Renamed"}, "lookback_days", "Enter a whole number."),
         ({"hold_days": "-1", "name": "Renamed"}, "hold_days", "Ensure this value is greater than or equal to 0."),
