@@ -1,33 +1,35 @@
-"""Fraud controls: which clicks and conversions earn nothing, and why.
+"""Fraud controls: which clicks and conversions are flagged, and why. The rules are each
+program's own (``Program.fraud``, CONTRACT v2; 0 and null turn one off).
 
 Clicks (decided when a click is stored, by ``services.click_record`` and by the click spool's
-set-based flush alike):
+set-based flush alike, by the rules of the link's program, ``ClickRules``):
 
-* a known bot: the user agent is a crawler's (the ``crawlerdetect`` library, cached per
-  user-agent string, so the redirect pays a dictionary look-up for a user agent it saw);
+* a known bot (``bots``): the user agent is a crawler's (the ``crawlerdetect`` library, cached
+  per user-agent string, so the redirect pays a dictionary look-up for a user agent it saw);
 * a click flood: the same visitor, or the same IP, already clicked the same link
-  ``FRAUD_CLICK_FLOOD_MAX`` times within the last ``FRAUD_CLICK_FLOOD_SECONDS``: the first
-  N clicks count, every further one within the window is flagged (every click counts towards
-  the N, flagged or not, so a flood stays flagged while it goes on).
+  ``click_flood_max`` times within the last ``click_flood_seconds``: the first N clicks count,
+  every further one within the window is flagged (every click counts towards the N, flagged
+  or not, so a flood stays flagged while it goes on).
 
 A flagged click (``is_fraud``) is left out of attribution (``attribution.engine``); its
 reason is in ``flag_reason``, which names the fraud even when the click is also a duplicate.
+An event naming it carries the ``click_flagged`` warning.
 
 Conversions (decided when the event is credited, for a whole batch at once, by
-``payouts.fraud.conversions_screen``; the rules themselves are ``conversion_reasons`` below):
+``payouts.fraud.conversions_screen``, each by the rules stored with it; the rules themselves
+are ``conversion_reasons`` below):
 
+* ``max_order_amount``: a purchase above it;
 * self-referral by email: the customer's id is a credited promoter's email (case-insensitive),
   or the event's payload carries an ``email`` that is;
-* implausibly fast: the last click touchpoint less than
-  ``FRAUD_MIN_CLICK_TO_CONVERSION_SECONDS`` before the event;
-* one IP behind many promoters: the IP of the converting click (the last click touchpoint)
-  is already behind conversions credited to more than ``FRAUD_IP_MAX_PROMOTERS`` distinct
-  promoters within ``FRAUD_IP_WINDOW_SECONDS`` before the event (a conversion is behind an
-  IP when one of its click touchpoints came from it; flagged conversions do not count).
+* implausibly fast: the last click touchpoint less than ``min_click_to_conversion_seconds``
+  before the event;
+* one IP behind many promoters: the IP of the converting click is already behind
+  conversions credited to more than ``ip_max_promoters`` distinct promoters within the day
+  before the event (flagged conversions do not count).
 
-A flagged conversion earns nothing: no touchpoints, credits or commissions are written, it is
-marked processed with its reason. Finance can clear a flag by hand (``conversion_clear``):
-the conversion is then credited through the normal processors, once.
+A flagged conversion is credited as if it were clean; its commissions are written ``held``
+(``payouts/review.py``) until finance clears or rejects it, once (``conversion_review``).
 """
 
 from __future__ import annotations

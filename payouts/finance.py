@@ -14,6 +14,28 @@ class FinanceError(ValueError):
     pass
 
 
+def reversal_by_hand(commission: Commission, *, amount_minor: int, status: str, reason: str, approved_at=None) -> Commission:
+    """An unsaved reversal of ``commission`` on its own event (by finance, or in review)."""
+    return Commission(
+        merchant_id=commission.merchant_id,
+        program_id=commission.program_id,
+        event_id=commission.event_id,
+        promoter_id=commission.promoter_id,
+        source_promoter_id=commission.source_promoter_id,
+        kind=Commission.Kind.REVERSAL,
+        level=commission.level,
+        amount_minor=amount_minor,
+        currency=commission.currency,
+        base_minor=commission.base_minor,
+        rate=commission.rate,
+        reverses=commission,
+        status=status,
+        approved_at=approved_at,
+        available_at=commission.available_at,
+        reason=reason[:300],
+    )
+
+
 @transaction.atomic
 def commission_reverse(*, commission_id: int, reason: str, by: str) -> Commission:
     """Reverse what is left of a commission (fraud found later, a deal cancelled...).
@@ -35,24 +57,12 @@ def commission_reverse(*, commission_id: int, reason: str, by: str) -> Commissio
     if left <= 0:
         raise FinanceError("Nothing is left of this commission to reverse.")
     settled = commission.status != Commission.Status.PENDING
-    reversal = Commission.objects.create(
-        merchant_id=commission.merchant_id,
-        program_id=commission.program_id,
-        event_id=commission.event_id,
-        promoter_id=commission.promoter_id,
-        source_promoter_id=commission.source_promoter_id,
-        kind=Commission.Kind.REVERSAL,
-        level=commission.level,
-        amount_minor=-left,
-        currency=commission.currency,
-        base_minor=commission.base_minor,
-        rate=commission.rate,
-        reverses=commission,
+    reversal = reversal_by_hand(
+        commission, amount_minor=-left, reason=f"{reason} (by {by})",
         status=Commission.Status.APPROVED if settled else Commission.Status.PENDING,
         approved_at=timezone.now() if settled else None,
-        available_at=commission.available_at,
-        reason=f"{reason} (by {by})"[:300],
     )
+    reversal.save(force_insert=True)
     accounts = ledger.promoter_accounts(commission.merchant_id, commission.currency, [commission.promoter_id])
     expense = ledger.expense_account(commission.merchant_id, commission.currency)
     ledger.post([ledger.creation(reversal, accounts, expense)])

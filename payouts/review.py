@@ -26,6 +26,7 @@ from affiliate.models import ConversionEvent
 from promoters.models import Promoter
 
 from . import ledger, webhooks
+from .finance import reversal_by_hand
 from .models import Basis, Commission
 
 
@@ -134,22 +135,9 @@ def conversion_reject(*, event_id: int, by: str) -> bool:
         if left <= 0:
             continue
         reversals.append(
-            Commission(
-                merchant_id=commission.merchant_id,
-                program_id=commission.program_id,
-                event_id=commission.event_id,
-                promoter_id=commission.promoter_id,
-                source_promoter_id=commission.source_promoter_id,
-                kind=Commission.Kind.REVERSAL,
-                level=commission.level,
-                amount_minor=-left,
-                currency=commission.currency,
-                base_minor=commission.base_minor,
-                rate=commission.rate,
-                reverses=commission,
-                status=Commission.Status.REJECTED,
-                available_at=commission.available_at,
-                reason=f"rejected in review by {who or 'finance'}: {event.flag_reason}"[:300],
+            reversal_by_hand(
+                commission, amount_minor=-left, status=Commission.Status.REJECTED,
+                reason=f"rejected in review by {who or 'finance'}: {event.flag_reason}",
             )
         )
     Commission.objects.bulk_create(reversals)
