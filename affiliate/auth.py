@@ -70,7 +70,8 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
 class MerchantKeyAuthentication(BearerKeyAuthentication):
     def principal_for(self, key: str) -> MerchantPrincipal:
         # A lookup by digest compares digests, not the secret, so its timing tells nothing.
-        merchant = Merchant.objects.filter(api_key_hash=digest(key)).first()
+        # The postback secret is decrypted only where a postback is signed, not on every call.
+        merchant = Merchant.objects.filter(api_key_hash=digest(key)).defer("postback_secret").first()
         if merchant is None:
             raise exceptions.AuthenticationFailed("The API key is not valid.")
         return MerchantPrincipal(merchant)

@@ -322,7 +322,7 @@ def store(rows: list[list], *, using: str | None = None) -> None:
         # Every look-up of stored clicks is also bounded by id (a UUIDv7 of the click's time)
         # to the batch's times widened by the longest window, which keeps PostgreSQL to the
         # months' partitions those times fall in.
-        ids = _id_window(rows)
+        ids = _id_window(rows, rules_of)
         # A click is a duplicate when its visitor clicked its link less than the window
         # before it (the first click of a new visitor never is); ties are broken by id.
         earlier = (
@@ -357,12 +357,11 @@ def store(rows: list[list], *, using: str | None = None) -> None:
         _flag_floods(cursor, click_table, ids, rules_of)
 
 
-def _id_window(rows: list[list]) -> str:
+def _id_window(rows: list[list], rules_of: dict) -> str:
     """``'<low>'::uuid AND '<high>'::uuid``: the ids of the clicks made from the batch's first
     click less its longest window to its last click plus that window (and a second more)."""
-    from . import fraud, partitions
+    from . import partitions
 
-    rules_of = fraud.program_click_rules(v[5] for v in rows)
     widest = max([*(_rules(rules_of, v[5]).flood[1] for v in rows), *(int(v[16] or 0) for v in rows)]) + 1
     first = _EPOCH + dt.timedelta(microseconds=min(v[7] for v in rows)) - dt.timedelta(seconds=widest)
     last = _EPOCH + dt.timedelta(microseconds=max(v[7] for v in rows)) + dt.timedelta(seconds=widest)

@@ -520,22 +520,19 @@ def process_inline(event_id: int) -> bool:
         try:
             event = event_process(event_id=event_id)
             return event is not None and event.status == ConversionEvent.Status.PROCESSED
-        except OperationalError as exc:
+        except Exception as exc:  # noqa: BLE001 - the event is committed; counted, tried again
             pause = next(pauses, None) if _is_lock(exc) else None
             if pause is None:
                 logger.warning("event %s failed; it will be tried again", event_id, exc_info=True)
                 event_fail(event_id=event_id, error=exc)
                 return False
             time.sleep(pause)
-        except Exception as exc:  # noqa: BLE001 - the event is committed; counted, tried again
-            logger.warning("event %s failed; it will be tried again", event_id, exc_info=True)
-            event_fail(event_id=event_id, error=exc)
-            return False
 
 
 def _is_lock(exc: Exception) -> bool:
+    """A database lock another writer holds (SQLite's "database is locked")."""
     text = str(exc).lower()
-    return "locked" in text or "busy" in text
+    return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
 
 
 def event_fail(*, event_id: int, error: BaseException | str) -> bool:
@@ -599,16 +596,18 @@ class InlineSweeper:
     def start(self) -> None:
         """Start the thread in this process unless it runs (or tasks are not inline, or
         ``EVENT_INLINE_SWEEP`` is off)."""
-        if not settings.EVENT_INLINE_SWEEP or not _inline():
-            return
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+        if not settings.EVENT_INLINE_SWEEP or not _inline() or self._running():
             return
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            if self._running():
                 return
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="inline-event-sweep", daemon=True)
             self._thread.start()
+
+    def _running(self) -> bool:
+        """Running in this process (a forked worker starts its own)."""
+        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
 
     def _run(self) -> None:
         from django.db import connection

@@ -19,7 +19,7 @@ from django.utils import timezone
 from . import fraud, money, partitions
 from .auth import digest, new_api_key
 from .errors import ServiceValidationError
-from .models import Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor, uuid7
+from .models import FRAUD_DEFAULTS, Click, ConversionEvent, Merchant, Program, ReferralLink, Visitor, uuid7
 from .validation import MAX_TIER_LEVELS, FieldProblem, destination_host, normalize_host, parse_rate
 
 # --- Merchants ------------------------------------------------------------------------
@@ -126,8 +126,6 @@ FRAUD_COUNTS = {
 def clean_fraud_rules(raw, *, current: dict, currency: str) -> tuple[dict, dict[str, list[str]]]:
     """A program's fraud rules after a change (``raw``: some or all of them; the others keep
     their ``current`` value), and the problems found, by ``fraud.<rule>``."""
-    from .models import FRAUD_DEFAULTS
-
     if not isinstance(raw, dict):
         return current, {"fraud": ["Must be an object of fraud rules: " + ", ".join(FRAUD_DEFAULTS) + "."]}
     problems: dict[str, list[str]] = {}

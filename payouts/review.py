@@ -28,6 +28,7 @@ from promoters.models import Promoter
 from . import ledger, webhooks
 from .finance import reversal_by_hand
 from .models import Basis, Commission
+from .services import _approve, _by_merchant_currency
 
 
 def _lock_flagged(event_id: int) -> ConversionEvent | None:
@@ -88,8 +89,6 @@ def _credit_now(event: ConversionEvent) -> None:
 
 
 def _release(held: list[Commission], now) -> None:
-    from .services import _approve, _by_merchant_currency
-
     if not held:
         return
     postings = []
@@ -142,8 +141,6 @@ def conversion_reject(*, event_id: int, by: str) -> bool:
         )
     Commission.objects.bulk_create(reversals)
     postings = []
-    from .services import _by_merchant_currency
-
     for (merchant_id, currency), group in _by_merchant_currency(reversals).items():
         accounts, expense = ledger.posting_accounts(merchant_id, currency, {c.promoter_id for c in group})
         postings.extend(ledger.review_rejected(c, accounts, expense) for c in group)
