@@ -383,17 +383,27 @@ def _flag_floods(cursor, click_table: str, ids: str, rules_of: dict) -> None:
 
     programs_of: dict[tuple[int, int], list[int]] = {}
     for program_id, rules in rules_of.items():
-        if rules.flood[0]:
-            programs_of.setdefault(rules.flood, []).append(program_id)
-    # Each program by its own rule: one pass per distinct (limit, seconds), usually one.
+        programs_of.setdefault(rules.flood, []).append(program_id)
+    if len(programs_of) == 1:
+        # Every program of the batch has the same rule (the usual case): one pass over the
+        # whole batch, with no filter on the batch's programs (a temporary table has no
+        # statistics; a filter on it turns the planner to a plan that takes minutes).
+        ((limit, seconds),) = programs_of
+        if limit:
+            _flag_floods_of(cursor, click_table, ids, limit, seconds, None)
+        return
+    # Each program by its own rule: one pass per distinct (limit, seconds).
     for (limit, seconds), programs in sorted(programs_of.items()):
-        _flag_floods_of(cursor, click_table, ids, limit, seconds, sorted(programs))
+        if limit:
+            _flag_floods_of(cursor, click_table, ids, limit, seconds, sorted(programs))
 
 
-def _flag_floods_of(cursor, click_table: str, ids: str, limit: int, seconds: int, programs: list[int]) -> None:
+def _flag_floods_of(cursor, click_table: str, ids: str, limit: int, seconds: int, programs: list[int] | None) -> None:
+    """One pass of the flood rule over the batch's clicks of ``programs`` (None: all of them)."""
     from . import fraud
 
-    for key, by, guard in (("visitor_id", "visitor", "b.program_id = ANY(%s)"), ("ip_hash", "IP", "b.ip_hash <> '' AND b.program_id = ANY(%s)")):
+    only = "" if programs is None else " AND b.program_id = ANY(%s)"
+    for key, by, guard in (("visitor_id", "visitor", "true" + only), ("ip_hash", "IP", "b.ip_hash <> ''" + only)):
         cursor.execute(
             f"UPDATE {click_table} s SET is_fraud = true, flag_reason = %s "
             f"FROM (SELECT DISTINCT c.id FROM click_spool_batch b JOIN {click_table} c ON c.{key} = b.{key} "
@@ -404,7 +414,10 @@ def _flag_floods_of(cursor, click_table: str, ids: str, limit: int, seconds: int
             f"AND e.{key} = s.{key} AND e.link_id = s.link_id "
             f"AND e.created_at >= s.created_at - make_interval(secs => %s) AND (e.created_at, e.id) < (s.created_at, s.id) "
             f"LIMIT %s) x) >= %s",
-            [fraud.flood_reason(by, limit, seconds), seconds, programs, fraud.CLEARED_PREFIX + "%", seconds, limit, limit],
+            [
+                fraud.flood_reason(by, limit, seconds), seconds, *([] if programs is None else [programs]),
+                fraud.CLEARED_PREFIX + "%", seconds, limit, limit,
+            ],
         )
 
 

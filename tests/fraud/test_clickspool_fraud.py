@@ -86,3 +86,24 @@ def test_a_cleared_click_stays_cleared_when_a_late_file_arrives(fraud_rules, lin
     got = list(Click.objects.order_by("created_at").values_list("is_fraud", "flag_reason"))
     assert got[:3] == [(False, ""), (False, ""), (True, VISITOR_FLOOD)]
     assert got[3][0] is False and got[3][1].startswith("cleared by fin ") and got[3][1].endswith(f"(was: {VISITOR_FLOOD})")
+
+
+def test_programs_with_other_rules_in_one_batch_are_each_judged_by_their_own(fraud_rules, link, merchant):
+    # The same visitor floods a link of the strict program (2 clicks in 60 s) and a link of a
+    # relaxed one (flood rule and bots off) in one batch: only the strict program's third and
+    # fourth clicks are floods, and only its bot is flagged.
+    from tests.factories import LinkFactory, ProgramFactory, PromoterFactory
+
+    from .conftest import set_rules
+
+    relaxed = set_rules(ProgramFactory(merchant=merchant, name="Relaxed"), bots=False, click_flood_max=0)
+    other = LinkFactory(promoter=PromoterFactory(program=relaxed, email="ben@example.com"), destination_url="https://shop.example.com/")
+    visitor, t0 = uuid.uuid4(), timezone.now() - timedelta(hours=1)
+    rows = [row(target, visitor=visitor, at=t0 + timedelta(seconds=t)) for target in (link, other) for t in (0, 1, 2, 3)]
+    rows += [row(target, visitor=uuid.uuid4(), new=True, at=t0 + timedelta(seconds=9), ua=GOOGLEBOT) for target in (link, other)]
+    clickspool.store(rows)
+    got = sorted(Click.objects.values_list("program_id", "created_at", "is_fraud", "flag_reason"))
+    strict = [(link.program_id, t0 + timedelta(seconds=t), t >= 2, VISITOR_FLOOD if t >= 2 else "") for t in (0, 1, 2, 3)]
+    strict.append((link.program_id, t0 + timedelta(seconds=9), True, "known bot: Googlebot"))
+    loose = [(relaxed.pk, t0 + timedelta(seconds=t), False, "") for t in (0, 1, 2, 3, 9)]
+    assert got == sorted(strict + loose)
