@@ -54,13 +54,16 @@ from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed, ParseError
 from rest_framework.renderers import JSONRenderer
 
-from . import events, journey, money, ratelimit
+from core import money
+from core.api_common import refuse_nul
+from core.errors import ServiceValidationError, StrictJSONParser
+from merchants.auth import MerchantKeyAuthentication, digest
+from merchants.models import Merchant, Program
+
+from . import events, journey, ratelimit
 from .api import event_body
-from .api_common import refuse_nul
-from .auth import MerchantKeyAuthentication, digest
-from .errors import ServiceValidationError, StrictJSONParser
 from .fastpath import TrackingFastPath
-from .models import ConversionEvent, Customer, Merchant, Program
+from .models import ConversionEvent, Customer
 
 log = logging.getLogger(__name__)
 

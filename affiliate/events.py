@@ -25,11 +25,13 @@ from django.core.cache import cache
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import dateparse, timezone
 
+from core import money
+from core.errors import ApiError, ServiceValidationError
+from merchants.models import Merchant, Program
 from promoters.selectors import promoter_by_coupon
 
-from . import clickspool, journey, money
-from .errors import ApiError, ServiceValidationError
-from .models import Click, ConversionEvent, Customer, CustomerVisitor, EventKey, Merchant, Program
+from . import clickspool, journey
+from .models import Click, ConversionEvent, Customer, CustomerVisitor, EventKey
 
 logger = logging.getLogger(__name__)
 

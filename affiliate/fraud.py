@@ -79,7 +79,7 @@ class ClickRules:
 
     @classmethod
     def of(cls, rules: Mapping | None) -> ClickRules:
-        from .models import FRAUD_DEFAULTS
+        from merchants.models import FRAUD_DEFAULTS
 
         rules = {**FRAUD_DEFAULTS, **(rules or {})}
         return cls(bool(rules["bots"]), int(rules["click_flood_max"] or 0), int(rules["click_flood_seconds"] or 0))
@@ -101,7 +101,7 @@ def bot_reason(user_agent: str, *, enabled: bool = True) -> str:
 
 def program_click_rules(program_ids) -> dict[int, ClickRules]:
     """The click rules of these programs, by id (one query)."""
-    from .models import Program
+    from merchants.models import Program
 
     return {pk: ClickRules.of(rules) for pk, rules in Program.objects.filter(pk__in=set(program_ids)).values_list("pk", "fraud")}
 
@@ -234,8 +234,8 @@ class ConversionRules:
     def from_terms(cls, terms: Mapping) -> ConversionRules:
         """The rules stored with an event (the program's as it was received); an event
         stored before programs had rules takes the defaults."""
-        from . import money
-        from .models import FRAUD_DEFAULTS
+        from core import money
+        from merchants.models import FRAUD_DEFAULTS
 
         rules = {**FRAUD_DEFAULTS, **((terms or {}).get("fraud") or {})}
         ip_max = int(rules["ip_max_promoters"] or 0)
@@ -297,7 +297,7 @@ def conversion_reasons(
 
 
 def _conversion_reason(facts: ConversionFacts, emails, behind: list[IpConversion], rules: ConversionRules) -> tuple[str, str]:
-    from . import money
+    from core import money
 
     if rules.max_order_minor is not None and facts.amount_minor is not None and facts.amount_minor > rules.max_order_minor:
         return "order_amount", (

@@ -87,9 +87,10 @@ import time
 
 from django.conf import settings
 
+from core.errors import json_error
+from merchants.auth import digest
+
 from . import views
-from .auth import digest
-from .errors import json_error
 
 log = logging.getLogger(__name__)
 

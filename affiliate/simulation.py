@@ -25,12 +25,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import ApiError, ServiceValidationError
+from merchants import services as merchant_services
+from merchants.models import Merchant
 from promoters.services import promoter_create
 
 from . import services
-from .errors import ApiError, ServiceValidationError
 from .events import event_ingest
-from .models import ConversionEvent, Merchant
+from .models import ConversionEvent
 
 DAY = 86_400
 MAX_DEPTH = 6
@@ -467,10 +469,10 @@ def simulate(
             if merchant_objects is not None:
                 merchant = merchant_objects[plan.index]
             else:
-                merchant = services.merchant_create(name=plan.name, domains=[plan.domain]).merchant
-            program = services.default_program(merchant.pk)
+                merchant = merchant_services.merchant_create(name=plan.name, domains=[plan.domain]).merchant
+            program = merchant_services.default_program(merchant.pk)
             if program is None:
-                program = services.program_create(
+                program = merchant_services.program_create(
                     merchant=merchant, name="Default", tier_rates=TIER_RATES, registration_bounty="1.00"
                 )
                 summary.programs += 1

@@ -5,9 +5,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from affiliate import money
-from affiliate.admin_actions import ReadOnlyAdmin as ReadOnly
 from affiliate.models import ConversionEvent
+from core import money
+from core.admin_actions import ReadOnlyAdmin as ReadOnly
 
 from .models import Credit, Touchpoint
 from .selectors import event_journey

@@ -8,8 +8,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from affiliate.api_common import errors
 from affiliate.models import ConversionEvent
+from core.api_common import errors
 
 from .selectors import event_journey
 

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from affiliate import money
-from affiliate.validation import format_rate
+from core import money
+from core.validation import format_rate
 
 HALF_LIFE = timedelta(days=7)
 MODELS = ("first_click", "last_click", "mixed", "linear", "time_decay")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from affiliate import money, partitions
+from affiliate import partitions
 from affiliate.models import Click, ConversionEvent, CustomerVisitor
-from affiliate.validation import format_rate
+from core import money
+from core.validation import format_rate
 
 from .engine import ClickFact
 from .models import Credit, Touchpoint

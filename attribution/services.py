@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
-from affiliate import money
 from affiliate.models import ConversionEvent
+from core import money
 from promoters.models import Promoter
 
 from . import engine

@@ -96,7 +96,7 @@ def micro(rate: str) -> int:
 
 def times_rate(base_minor: int, rate_micro: int, currency: str = "USD") -> int:
     """base × rate in minor units, rounded by the money helper as the rules round."""
-    from affiliate import money
+    from core import money
 
     base = money.from_minor(base_minor, currency)
     return money.to_minor(money.multiply(base, Decimal(rate_micro).scaleb(-6), currency), currency)
@@ -104,7 +104,7 @@ def times_rate(base_minor: int, rate_micro: int, currency: str = "USD") -> int:
 
 def prorate(amount: int, part: int, whole: int, currency: str = "USD") -> int:
     """money.prorate in minor units: amount × part / whole."""
-    from affiliate import money
+    from core import money
 
     a, p, w = (money.from_minor(x, currency) for x in (amount, part, whole))
     return money.to_minor(money.prorate(a, p, w, currency), currency)
@@ -295,8 +295,8 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
     from django.db import connection, transaction
 
     from affiliate.models import ConversionEvent, Customer
-    from affiliate.services import merchant_create, program_create
     from attribution.models import Credit
+    from merchants.services import merchant_create, program_create
     from payouts.models import Account, Commission, Entry, Journal, PayoutMethod, PayoutPolicy
     from promoters.models import Promoter
 

@@ -177,7 +177,8 @@ def seed(*, roots: int, fanout: int, leaves_per: int, journeys: int, rng: random
     from django.db import transaction
     from django.utils import timezone
 
-    from affiliate.services import click_record, link_create, link_target, merchant_create, program_create
+    from affiliate.services import click_record, link_create, link_target
+    from merchants.services import merchant_create, program_create
     from promoters.services import promoter_create
 
     creds = merchant_create(name="Bench credit shop", domains=["shop.example.com"])

@@ -70,9 +70,9 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
     from django.utils import timezone
 
     from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, ReferralLink, Visitor, uuid7
-    from affiliate.services import merchant_create, program_create
     from attribution.models import Credit, Touchpoint
     from insights.models import Content, Product, RateRule
+    from merchants.services import merchant_create, program_create
     from payouts.models import Commission
     from promoters.models import Promoter
 

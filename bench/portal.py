@@ -78,10 +78,11 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
     from django.db import connection, transaction
 
     from affiliate.models import Click, ConversionEvent, Customer, ReferralLink, Visitor, uuid7
-    from affiliate.services import merchant_create, program_create
     from attribution.models import Credit, Touchpoint
+    from merchants.models import MerchantMember
+    from merchants.services import merchant_create, program_create
     from payouts.models import Account, Commission, Entry, Journal, PayoutBatch, PayoutLine, PayoutMethod
-    from promoters.models import MerchantMember, Promoter
+    from promoters.models import Promoter
 
     now = datetime.now(UTC).replace(microsecond=0)
     year_ago = now - timedelta(days=365)

@@ -206,7 +206,8 @@ def wait_for_quiet(limit_seconds: float, busy_percent: float = QUIET_BUSY_PERCEN
 
 def seed(run_names: list[str]) -> dict[str, str]:
     """One merchant, program and promoter, and a link per run; returns run name -> code."""
-    from affiliate.services import link_create, merchant_create, program_create
+    from affiliate.services import link_create
+    from merchants.services import merchant_create, program_create
     from promoters.services import promoter_create
 
     merchant = merchant_create(name="Bench shop", domains=["shop.example.com"]).merchant

@@ -306,7 +306,8 @@ def drive(port: int, traffic: Traffic, *, rate: float, duration: float, connecti
 def seed(*, roots: int, fanout: int) -> tuple[str, list[str], int]:
     """A merchant, a program paying two upline levels, ``roots`` sponsors with ``fanout``
     recruits each and ``fanout`` below each of those, and a link per promoter."""
-    from affiliate.services import link_create, merchant_create, program_create
+    from affiliate.services import link_create
+    from merchants.services import merchant_create, program_create
     from promoters.services import promoter_create
 
     creds = merchant_create(name="Soak shop", domains=["shop.example.com"])

@@ -54,15 +54,16 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "allauth",
     "allauth.account",
-    "affiliate",
+    "merchants",
     "promoters",
+    "affiliate",
     "attribution",
     "payouts",
     "insights",
 ]
 
 MIDDLEWARE = [
-    "affiliate.middleware.ApiBodyLimitMiddleware",
+    "core.middleware.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Known /r/<code> links are answered here, without the middleware below (bench/README.md).
     "affiliate.views.TrackRedirectMiddleware",
@@ -126,7 +127,7 @@ if IS_POSTGRES:
     DATABASES["default"]["OPTIONS"]["server_side_binding"] = env_bool("DB_SERVER_SIDE_BINDING", True)
 
 # A read replica (a PostgreSQL streaming standby) for the read-only pages: the merchant and
-# insight pages and the promoter portal's figures (config/routers.py). Writes and everything
+# insight pages and the promoter portal's figures (core/routers.py). Writes and everything
 # else stay on default. Unset: the alias is the primary's settings and nothing reads from it.
 # In tests the alias mirrors default, so that REPLICA_READS can be turned on there.
 DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
@@ -139,7 +140,7 @@ if DATABASE_REPLICA_URL:
 else:
     DATABASES["replica"] = {**DATABASES["default"], "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {}))}
 DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
-DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]
+DATABASE_ROUTERS = ["core.routers.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -307,7 +308,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
-# --- Secrets at rest (affiliate/crypto.py) ----------------------------------------------
+# --- Secrets at rest (core/crypto.py) ----------------------------------------------
 # Secrets the app must read back in clear (postback HMAC secrets, webhook signing secrets,
 # store connector secrets) are stored encrypted with these Fernet keys: comma-separated,
 # newest first; the first encrypts, every one decrypts (README.md, "Rotating the encryption
@@ -382,7 +383,7 @@ EVENT_FUTURE_TOLERANCE_SECONDS = int(os.environ.get("EVENT_FUTURE_TOLERANCE_SECO
 
 # --- Fraud controls (affiliate/fraud.py) ------------------------------------------------
 # The fraud rules are each program's own ("fraud" in the program body, CONTRACT v2), with the
-# contract's defaults (affiliate.models.FRAUD_DEFAULTS): no setting of the environment.
+# contract's defaults (merchants.models.FRAUD_DEFAULTS): no setting of the environment.
 
 # --- Rate limits (affiliate/ratelimit.py) -----------------------------------------------
 # Beyond these, requests are answered 429 with Retry-After: RATE_LIMIT_API_PER_KEY requests
@@ -407,15 +408,15 @@ MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddlewar
 
 # --- REST framework and schema --------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["affiliate.auth.MerchantKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["affiliate.auth.IsMerchant"],
-    "DEFAULT_PARSER_CLASSES": ["affiliate.errors.StrictJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["merchants.auth.MerchantKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["merchants.auth.IsMerchant"],
+    "DEFAULT_PARSER_CLASSES": ["core.errors.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "affiliate.rest.Pagination",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "affiliate.rest.JSONWhateverAccept",
+    "DEFAULT_PAGINATION_CLASS": "core.rest.Pagination",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.rest.JSONWhateverAccept",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "affiliate.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,

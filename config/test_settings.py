@@ -8,7 +8,7 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 # The webhook tests' receivers listen on 127.0.0.1; tests/payouts/test_webhook_ssrf.py turns it off.
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_HOSTS", "1")
-# A fixed key for the secrets at rest (affiliate/crypto.py); tests/security/test_secrets.py sets others.
+# A fixed key for the secrets at rest (core/crypto.py); tests/security/test_secrets.py sets others.
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "o_F3bbbUXQUYXLffdc2RPjVc777HaGczPGbq3htJI4Y=")
 
 from .settings import *  # noqa: E402,F403

@@ -6,8 +6,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import SimpleRouter
 
 from affiliate import views as tracking
-from affiliate.api import EventViewSet, LinkViewSet, MerchantView, PostbackSlashView, PostbackView, ProgramViewSet
+from affiliate.api import EventViewSet, LinkViewSet, PostbackSlashView, PostbackView
 from attribution.api import EventJourneyView
+from merchants.api import MerchantView, ProgramViewSet
 from payouts import views as payout_pages
 from payouts.api import CommissionViewSet, PromoterBalanceView
 from payouts.methods_api import PayoutDetailsLinkView, PayoutMethodChangesView, PayoutMethodView
@@ -59,7 +60,7 @@ urlpatterns = [
 if os.environ.get("BENCH_BARE_REDIRECT") == "1":
     urlpatterns.append(path("bare302", tracking.bare_redirect))
 
-handler400 = "affiliate.errors.handler400"
-handler403 = "affiliate.errors.handler403"
-handler404 = "affiliate.errors.handler404"
-handler500 = "affiliate.errors.handler500"
+handler400 = "core.errors.handler400"
+handler403 = "core.errors.handler403"
+handler404 = "core.errors.handler404"
+handler500 = "core.errors.handler500"

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from django import forms
 
-from affiliate.models import ConversionEvent, Program
+from affiliate.models import ConversionEvent
+from merchants.models import Program
 
 from .selectors import CHART_DAYS, Range
 
@@ -71,7 +72,7 @@ TIER_HELP = "Override rates for the sponsors above, level 1 first, separated by 
 
 
 class ProgramSettingsForm(forms.Form):
-    """The program's fields of the contract (``affiliate.services.PROGRAM_FIELDS``)."""
+    """The program's fields of the contract (``merchants.services.PROGRAM_FIELDS``)."""
 
     name = forms.CharField(max_length=200, label="Name")
     currency = forms.CharField(max_length=3, label="Currency", help_text="ISO 4217, e.g. USD. Fixed once the program has events.")
@@ -123,7 +124,7 @@ class ProgramSettingsForm(forms.Form):
 
     @classmethod
     def initial_for(cls, program: Program) -> dict:
-        from affiliate.validation import format_rate
+        from core.validation import format_rate
 
         return {
             "name": program.name,

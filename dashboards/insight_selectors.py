@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from django.db.models import Count
 
-from affiliate import money
-from config.routers import replica_reads
+from core import money
+from core.routers import replica_reads
 from insights.models import InsightRun, Material, PromoterSegment, RateChange, SegmentModel, SegmentPlan
 from promoters.models import Promoter
 

@@ -45,12 +45,13 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.models import Click, ConversionEvent, Merchant, Program, ReferralLink
+from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Credit, Touchpoint
-from config.routers import read_alias, replica_reads
+from core import money
+from core.routers import read_alias, replica_reads
+from merchants.models import Merchant, MerchantMember, Program
 from payouts.models import Commission
-from promoters.models import MerchantMember, Promoter
+from promoters.models import Promoter
 
 CHART_DAYS = 30
 TOP_PROMOTERS = 20

@@ -20,9 +20,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from affiliate import services as tracking
-from affiliate.errors import ServiceValidationError
 from attribution.selectors import event_journey
+from core.errors import ServiceValidationError
+from merchants import services as merchant_services
 from payouts import review as review_services
 from promoters import services as promoter_services
 
@@ -197,7 +197,7 @@ def program_settings(request, program_id: int):
             try:
                 with transaction.atomic():
                     before = ProgramSettingsForm.initial_for(program)
-                    updated = tracking.program_update(program=program, **form.service_fields())
+                    updated = merchant_services.program_update(program=program, **form.service_fields())
                     after = ProgramSettingsForm.initial_for(updated)
                     changes = [f"{name} {before[name]!s} → {after[name]!s}" for name in after if before[name] != after[name]]
                     _record(request, updated, "Settings changed: " + ("; ".join(changes) or "nothing"))

@@ -3,7 +3,7 @@ revert action) and the other insight records are read-only."""
 
 from django.contrib import admin, messages
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 
 from . import rates
 from .models import (

@@ -12,9 +12,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, permissions, serializers
 from rest_framework.response import Response
 
-from affiliate.api_common import body_dict, errors, known_fields
-from affiliate.auth import BearerKeyAuthentication, KeyPrincipal
-from affiliate.errors import ServiceValidationError
+from core.api_common import body_dict, errors, known_fields
+from core.errors import ServiceValidationError
+from merchants.auth import BearerKeyAuthentication, KeyPrincipal
 from promoters.models import PromoterApiToken
 from promoters.services import PROMOTER_KEY_PREFIX, promoter_key_digest
 

@@ -56,10 +56,11 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Click, ConversionEvent, Merchant, Program, ReferralLink
+from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Credit, Touchpoint
+from core import money
+from core.errors import ServiceValidationError
+from merchants.models import Merchant, Program
 from payouts.models import Commission
 
 from .models import Content, InsightRun, MaterialAssignment

@@ -31,8 +31,8 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from affiliate.errors import ServiceValidationError
 from affiliate.services import link_create
+from core.errors import ServiceValidationError
 from promoters.models import Promoter
 
 from .models import Content, InsightRun, Material, MaterialAssignment, Product, PromoterSegment, SegmentModel

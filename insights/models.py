@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from affiliate.models import Merchant, Program, ReferralLink
+from affiliate.models import ReferralLink
+from merchants.models import Merchant, Program
 from promoters.models import Promoter
 
 RATE = {"max_digits": 7, "decimal_places": 6}

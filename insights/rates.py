@@ -32,8 +32,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Merchant, Program
+from core.errors import ServiceValidationError
+from merchants.models import Merchant, Program
 from promoters.models import Promoter
 from promoters.services import promoter_rates_set, promoter_update
 

@@ -72,10 +72,11 @@ from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Click, ConversionEvent, Merchant
-from affiliate.money import minor_digits
+from affiliate.models import Click, ConversionEvent
 from attribution.models import Credit
+from core.errors import ServiceValidationError
+from core.money import minor_digits
+from merchants.models import Merchant
 from promoters.models import Promoter
 from promoters.services import promoter_plans_set
 

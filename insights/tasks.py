@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 
 def _merchants(merchant_id: int | None):
-    from affiliate.models import Merchant
+    from merchants.models import Merchant
 
     merchants = Merchant.objects.order_by("id")
     return merchants.filter(pk=merchant_id) if merchant_id is not None else merchants

@@ -48,9 +48,10 @@ import pandas as pd
 from django.db.models import Sum
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.models import ConversionEvent, Merchant, Program
+from affiliate.models import ConversionEvent
 from attribution.models import Credit, Touchpoint
+from core import money
+from merchants.models import Merchant, Program
 from payouts.models import Adjustment, Commission
 
 from .models import InsightRun

@@ -12,9 +12,9 @@ from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Touchpoint
+from core.errors import ServiceValidationError
 from promoters.portal_access import portal_page
 
 from .content import content_create

@@ -1,10 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
 
-from affiliate import money
-from affiliate.admin_actions import ReadOnlyAdmin as ReadOnly
-from affiliate.admin_actions import export_as_csv
-from affiliate.errors import ServiceValidationError
+from core import money
+from core.admin_actions import ReadOnlyAdmin as ReadOnly
+from core.admin_actions import export_as_csv
+from core.errors import ServiceValidationError
 
 from . import webhooks
 from .admin_finance import CommissionFinanceActions

@@ -18,10 +18,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from affiliate import money
-from affiliate.admin_actions import export_as_csv
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Merchant, Program
+from core import money
+from core.admin_actions import export_as_csv
+from core.errors import ServiceValidationError
+from merchants.models import Merchant, Program
 
 from . import batches, exports, finance, policies, services, statements
 from .methods import mask_iban

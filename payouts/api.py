@@ -8,9 +8,9 @@ from rest_framework import mixins, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from affiliate import money
-from affiliate.api_common import MerchantScopedViewSet, errors, read_schema
-from affiliate.validation import format_rate
+from core import money
+from core.api_common import MerchantScopedViewSet, errors, read_schema
+from core.validation import format_rate
 from promoters.models import Promoter
 
 from .models import Commission

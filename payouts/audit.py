@@ -22,11 +22,11 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Sum
 
-from affiliate import money
 from affiliate.models import ConversionEvent, EventKey
 from attribution import engine
 from attribution.models import Credit, Touchpoint
 from attribution.services import conversion_weights
+from core import money
 
 from . import rules
 from .models import Account, Adjustment, Basis, Commission, Entry, Journal, PayoutLine

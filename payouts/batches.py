@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from affiliate.models import Merchant, Program
+from merchants.models import Merchant, Program
 from promoters.models import Promoter
 
 from . import ledger, services, webhooks

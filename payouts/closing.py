@@ -13,8 +13,9 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.models import ConversionEvent, Merchant, Program
+from affiliate.models import ConversionEvent
+from core import money
+from merchants.models import Merchant, Program
 
 from . import plans, services
 from .audit import AuditReport, audit_commissions, audit_ledger

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from affiliate import money
 from affiliate.models import ConversionEvent
 from attribution import engine
 from attribution.models import Credit, Touchpoint
+from core import money
 from promoters.models import Promoter
 
 from . import rules

@@ -7,7 +7,7 @@ import io
 import json
 from datetime import date
 
-from affiliate import money
+from core import money
 
 from .models import PayoutBatch, PayoutLine, PayoutPolicy
 

@@ -12,7 +12,7 @@ from django.contrib.auth.management import create_permissions
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 GROUP_NAME = "Finance"
-READ_APPS = ("affiliate", "promoters", "attribution", "payouts")
+READ_APPS = ("merchants", "promoters", "affiliate", "attribution", "payouts")
 CHANGE_MODELS = ("payoutpolicy", "payoutbatch", "payoutline")
 CUSTOM = ("approve_commission", "reverse_commission")
 
@@ -50,7 +50,7 @@ def finance_group_refresh(*, apps=global_apps, using: str = DEFAULT_DB_ALIAS):
 
 
 def finance_group_on_migrate(sender, app_config=None, using=DEFAULT_DB_ALIAS, apps=global_apps, plan=None, **kwargs):
-    """post_migrate: refresh the group once the payouts app (the last of the four) is migrated."""
+    """post_migrate: refresh the group once the payouts app (the last of these) is migrated."""
     if not global_apps.is_installed("django.contrib.auth"):
         return
     try:

@@ -13,7 +13,7 @@ from django.db import transaction
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 from promoters.models import Promoter
 
 from .models import PayoutMethod, PayoutMethodChange

@@ -13,7 +13,7 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from affiliate.api_common import body_dict, errors, known_fields
+from core.api_common import body_dict, errors, known_fields
 from promoters.models import Promoter
 
 from . import methods

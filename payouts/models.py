@@ -13,8 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.crypto import EncryptedTextField
+from core import money
+from core.crypto import EncryptedTextField
 
 
 class Commission(models.Model):
@@ -38,8 +38,8 @@ class Commission(models.Model):
     # (approved and claimed for their lines): no foreign-key index where a composite index
     # below starts with the same column (merchant, promoter), partial indexes where most
     # rows have nothing to find (reverses, payout_line, commission_due).
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)
-    program = models.ForeignKey("affiliate.Program", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    program = models.ForeignKey("merchants.Program", on_delete=models.PROTECT, related_name="+")
     event = models.ForeignKey("affiliate.ConversionEvent", on_delete=models.PROTECT, related_name="commissions")
     promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="commissions", db_index=False)
     source_promoter = models.ForeignKey(
@@ -142,7 +142,7 @@ class Account(models.Model):
         PAID = "paid"
         EXPENSE = "expense"  # the merchant's side of every commission
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
     promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     currency = models.CharField(max_length=3)
@@ -187,7 +187,7 @@ class Journal(models.Model):
         REVIEW_CLEARED = "cleared"  # held → pending (or available) when finance clears a flag
         REVIEW_REJECTED = "rejected"  # held → expense: the reversal of a rejected commission
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)  # journal_merchant_time
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+", db_index=False)  # journal_merchant_time
     kind = models.CharField(max_length=12, choices=Kind.choices)
     commission = models.ForeignKey(Commission, on_delete=models.PROTECT, null=True, blank=True, related_name="journals")
     memo = models.CharField(max_length=200, blank=True, default="")
@@ -227,7 +227,7 @@ class PayoutPolicy(models.Model):
     """How a program pays: the threshold, and the guaranteed-minimum-plus-bonus plan for new
     promoters. Every figure is a setting; amounts in the program's minor units."""
 
-    program = models.OneToOneField("affiliate.Program", on_delete=models.CASCADE, related_name="payout_policy")
+    program = models.OneToOneField("merchants.Program", on_delete=models.CASCADE, related_name="payout_policy")
     minimum_payout_minor = models.BigIntegerField(default=5000, help_text="Balances below this wait for the next run.")
     guaranteed_minimum_minor = models.BigIntegerField(default=0, help_text="Monthly earnings floor for promoters on the guaranteed plan.")
     guaranteed_months = models.PositiveSmallIntegerField(default=3, help_text="For their first N calendar months.")
@@ -294,7 +294,7 @@ class Adjustment(models.Model):
         TOPUP = "topup"
         BONUS = "bonus"
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
     promoter = models.ForeignKey("promoters.Promoter", on_delete=models.PROTECT, related_name="adjustments")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     period = models.CharField(max_length=7, help_text="The month it is for, YYYY-MM.")
@@ -321,7 +321,7 @@ class PayoutBatch(models.Model):
         OPEN = "open"  # lines locked, exported, awaiting confirmation
         CLOSED = "closed"  # every line paid or failed
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
     currency = models.CharField(max_length=3)
     period = models.CharField(max_length=7, blank=True, default="", help_text="The month closed by it, if any.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
@@ -387,7 +387,7 @@ class Statement(models.Model):
 class MonthClose(models.Model):
     """One run of close_month for a merchant and month, with its reconciliation report."""
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
     period = models.CharField(max_length=7)
     report = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)
@@ -410,7 +410,7 @@ class WebhookEndpoint(models.Model):
         PAYOUT_PAID = "payout.paid"
         EVENT_FAILED = "event.failed"
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="+")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
     promoter = models.ForeignKey(
         "promoters.Promoter", on_delete=models.CASCADE, null=True, blank=True, related_name="webhook_endpoints",
         help_text="Set: only this promoter's events. Empty: every event of the merchant.",

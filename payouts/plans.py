@@ -18,9 +18,10 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 
-from affiliate import money
-from affiliate.models import Click, Merchant
+from affiliate.models import Click
 from attribution.models import Credit
+from core import money
+from merchants.models import Merchant
 from promoters.models import Promoter
 
 from . import ledger

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 
 from . import methods
 from .models import PayoutPolicy

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from affiliate import money
+from core import money
 
 MAX_UPLINE_WALK = 200  # compression may skip inactive sponsors; never walk forever
 

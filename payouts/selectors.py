@@ -6,10 +6,10 @@ from fractions import Fraction
 
 from django.db.models import Sum
 
-from affiliate import money
 from affiliate.models import ConversionEvent
 from attribution.engine import weight_string
 from attribution.models import Credit
+from core import money
 from promoters.models import Promoter
 
 from .models import Account, Commission, Entry

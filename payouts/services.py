@@ -15,9 +15,9 @@ from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from affiliate import money
 from affiliate.models import ConversionEvent
 from attribution import services as attribution
+from core import money
 from promoters.models import Promoter, PromoterRateHistory
 
 from . import fraud, ledger, rules, webhooks

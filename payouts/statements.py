@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Case, Sum, Value, When
 from django.utils import timezone
 
-from affiliate import money
+from core import money
 from promoters.models import Promoter
 
 from . import ledger

@@ -19,7 +19,7 @@ def close_last_month() -> int:
     """Scheduled on the first of each month: close the month that just ended."""
     from django.utils import timezone
 
-    from affiliate.models import Merchant
+    from merchants.models import Merchant
 
     from .closing import close_month
 

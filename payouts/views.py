@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 
 from . import methods
 from .models import PayoutMethod

@@ -82,8 +82,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from affiliate import money
-from affiliate.errors import ServiceValidationError
+from core import money
+from core.errors import ServiceValidationError
 
 from .models import Commission, PayoutLine, WebhookDelivery, WebhookEndpoint
 

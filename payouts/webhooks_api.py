@@ -10,8 +10,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
-from affiliate.errors import ServiceValidationError
+from core.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
+from core.errors import ServiceValidationError
 from promoters.models import Promoter
 
 from . import webhooks

@@ -8,8 +8,10 @@ from django import forms
 from django.db import transaction
 from django.urls import reverse
 
+from merchants.models import MerchantMember
+
 from . import services
-from .models import MerchantMember, Promoter
+from .models import Promoter
 
 
 class AccountAdapter(DefaultAccountAdapter):

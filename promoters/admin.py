@@ -1,11 +1,11 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from affiliate.admin_actions import export_as_csv
-from affiliate.errors import ServiceValidationError
+from core.admin_actions import export_as_csv
+from core.errors import ServiceValidationError
 
 from . import services
-from .models import MerchantMember, Promoter
+from .models import Promoter
 
 
 @admin.action(description="Approve the selected promoters awaiting approval")
@@ -41,12 +41,3 @@ class PromoterAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             if change and "commission_rate" in form.changed_data:
                 services.promoter_rate_history_record(promoter=obj, old_rate=form.initial.get("commission_rate"))
-
-
-@admin.register(MerchantMember)
-class MerchantMemberAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "merchant", "role", "created_at")
-    list_filter = ("role",)
-    search_fields = ("user__email", "merchant__name")
-    list_select_related = ("user", "merchant")
-    raw_id_fields = ("user", "merchant")

@@ -6,10 +6,10 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status
 from rest_framework.response import Response
 
-from affiliate.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Program
-from affiliate.validation import format_rate
+from core.api_common import MerchantScopedViewSet, body_dict, errors, known_fields, read_schema, resolve_id
+from core.errors import ServiceValidationError
+from core.validation import format_rate
+from merchants.models import Program
 
 from . import services
 from .models import Promoter

@@ -11,9 +11,9 @@ from rest_framework import exceptions, generics, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from affiliate import money
-from affiliate.api_common import errors
-from affiliate.auth import BearerKeyAuthentication, KeyPrincipal
+from core import money
+from core.api_common import errors
+from merchants.auth import BearerKeyAuthentication, KeyPrincipal
 from payouts.models import Commission
 from payouts.selectors import promoter_balance
 

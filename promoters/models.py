@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from affiliate.models import RATE_VALIDATORS
+from merchants.models import RATE_VALIDATORS
 
 
 class Promoter(models.Model):
@@ -26,8 +26,8 @@ class Promoter(models.Model):
         IMMEDIATE = "immediate"
         GUARANTEED = "guaranteed"
 
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.PROTECT, related_name="promoters")
-    program = models.ForeignKey("affiliate.Program", on_delete=models.PROTECT, related_name="promoters")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="promoters")
+    program = models.ForeignKey("merchants.Program", on_delete=models.PROTECT, related_name="promoters")
     email = models.EmailField(max_length=254)
     name = models.CharField(max_length=200)
     sponsor = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="recruits")
@@ -74,33 +74,6 @@ class Promoter(models.Model):
     @property
     def own_rate(self) -> Decimal | None:
         return self.commission_rate
-
-
-class MerchantMember(models.Model):
-    """A login that works for a merchant: opens that merchant's pages (never a promoter's).
-
-    It sits here, beside the promoter logins, so that every link between a Django user and
-    the tracking side lives in one app; nothing in ``affiliate`` depends on it.
-    """
-
-    class Role(models.TextChoices):
-        OWNER = "owner"
-        STAFF = "staff"
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="merchant_memberships")
-    merchant = models.ForeignKey("affiliate.Merchant", on_delete=models.CASCADE, related_name="members")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.STAFF)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(fields=["user", "merchant"], name="merchant_member_once"),
-            models.CheckConstraint(condition=Q(role__in=["owner", "staff"]), name="merchant_member_role_valid"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} at merchant {self.merchant_id} ({self.role})"
 
 
 class PromoterApiToken(models.Model):

@@ -16,10 +16,10 @@ from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from affiliate import money
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Credit
-from config.routers import read_alias, replica_reads
+from core import money
+from core.routers import read_alias, replica_reads
 from payouts.models import Account, Commission, Entry, PayoutLine, PayoutMethod, Statement
 from payouts.selectors import balance_from
 

@@ -12,10 +12,10 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Merchant, Program
 from affiliate.services import link_create
-from affiliate.validation import FieldProblem, parse_rate
+from core.errors import ServiceValidationError
+from core.validation import FieldProblem, parse_rate
+from merchants.models import Merchant, Program
 
 from .models import Promoter, PromoterApiToken, PromoterRateHistory
 

@@ -21,8 +21,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from affiliate import money
-from affiliate.errors import ServiceValidationError
+from core import money
+from core.errors import ServiceValidationError
 from payouts import methods, statements
 from payouts.models import Commission
 from payouts.selectors import promoter_balance

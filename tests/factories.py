@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import factory
 
-from affiliate import services
-from affiliate.models import Program, ReferralLink
+from affiliate.models import ReferralLink
+from merchants import services as merchant_services
+from merchants.models import Program
 from promoters.models import Promoter
 
 
 def make_merchant(name: str = "Shop", domains=("shop.example.com",)):
     """A merchant through the real service; the clear secrets ride along as attributes."""
-    credentials = services.merchant_create(name=name, domains=list(domains))
+    credentials = merchant_services.merchant_create(name=name, domains=list(domains))
     merchant = credentials.merchant
     merchant.test_api_key = credentials.api_key
     merchant.test_postback_token = credentials.postback_token

@@ -14,8 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from affiliate.auth import digest
-from affiliate.models import Merchant, Program
+from merchants.auth import digest
+from merchants.models import Merchant, Program
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,12 +1,12 @@
-"""Merchants' postback secrets stored encrypted (affiliate/crypto.py, FIELD_ENCRYPTION_KEYS):
+"""Merchants' postback secrets stored encrypted (core/crypto.py, FIELD_ENCRYPTION_KEYS):
 the column becomes text, then the secrets stored in clear are encrypted. Backwards, they are
 decrypted again (with the keys in force) before the column goes back to 128 characters."""
 
 from django.db import migrations
 
-import affiliate.crypto
+import core.crypto
 
-encrypt_postback_secrets, decrypt_postback_secrets = affiliate.crypto.column_migration("affiliate", "Merchant", "postback_secret")
+encrypt_postback_secrets, decrypt_postback_secrets = core.crypto.column_migration("affiliate", "Merchant", "postback_secret")
 
 
 class Migration(migrations.Migration):
@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="merchant",
             name="postback_secret",
-            field=affiliate.crypto.EncryptedTextField(
+            field=core.crypto.EncryptedTextField(
                 editable=False,
                 help_text="The HMAC key of signed postbacks: read back in clear to verify them, stored encrypted.",
             ),

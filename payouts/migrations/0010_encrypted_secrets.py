@@ -1,13 +1,13 @@
-"""Webhook endpoints' signing secrets stored encrypted (affiliate/crypto.py,
+"""Webhook endpoints' signing secrets stored encrypted (core/crypto.py,
 FIELD_ENCRYPTION_KEYS): the column becomes text, then the secrets stored in clear are
 encrypted. Backwards, they are decrypted again (with the keys in force) before the column goes
 back to 100 characters."""
 
 from django.db import migrations
 
-import affiliate.crypto
+import core.crypto
 
-encrypt_webhook_secrets, decrypt_webhook_secrets = affiliate.crypto.column_migration("payouts", "WebhookEndpoint", "secret")
+encrypt_webhook_secrets, decrypt_webhook_secrets = core.crypto.column_migration("payouts", "WebhookEndpoint", "secret")
 
 
 class Migration(migrations.Migration):
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="webhookendpoint",
             name="secret",
-            field=affiliate.crypto.EncryptedTextField(
+            field=core.crypto.EncryptedTextField(
                 help_text="Signs every delivery; shown once, when the endpoint is created; stored encrypted.",
             ),
         ),

@@ -6,8 +6,9 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from affiliate.auth import digest
-from affiliate.models import ConversionEvent, Merchant
+from affiliate.models import ConversionEvent
+from merchants.auth import digest
+from merchants.models import Merchant
 
 pytestmark = pytest.mark.django_db
 

@@ -15,10 +15,11 @@ from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
 from affiliate import eventpath, events, journey, services
-from affiliate.auth import digest
-from affiliate.errors import ServiceValidationError
 from affiliate.eventpath import EventFastPath
-from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor, Program
+from affiliate.models import Click, ConversionEvent, Customer, CustomerVisitor
+from core.errors import ServiceValidationError
+from merchants.auth import digest
+from merchants.models import Program
 from tests.factories import PromoterFactory
 from tests.realservices import needs_postgres, run_at_once
 

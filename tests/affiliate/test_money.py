@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from affiliate import money
+from core import money
 
 D = Decimal
 

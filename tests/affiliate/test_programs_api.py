@@ -1,6 +1,6 @@
 import pytest
 
-from affiliate.models import Program
+from merchants.models import Program
 
 pytestmark = pytest.mark.django_db
 

@@ -12,9 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Sum
 
-from affiliate.auth import digest
-from affiliate.models import Click, ConversionEvent, Customer, Merchant, Program, ReferralLink
+from affiliate.models import Click, ConversionEvent, Customer, ReferralLink
 from affiliate.simulation import simulate
+from merchants.auth import digest
+from merchants.models import Merchant, Program
 from promoters.models import Promoter
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

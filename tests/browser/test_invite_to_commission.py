@@ -25,9 +25,9 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core import mail
 
-from affiliate import services as tracking
+from merchants import services as merchants_services
+from merchants.models import MerchantMember
 from promoters import services as promoters
-from promoters.models import MerchantMember
 
 SHOPPER_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 
@@ -90,9 +90,9 @@ class Shots:
 @pytest.fixture
 def shop_world(transactional_db):
     """A merchant whose postbacks must be signed, a program, and Sam with a verified login."""
-    credentials = tracking.merchant_create(name="Acme Shop", domains=[SHOP])
-    merchant = tracking.merchant_update(merchant=credentials.merchant, require_signature=True)
-    program = tracking.program_create(
+    credentials = merchants_services.merchant_create(name="Acme Shop", domains=[SHOP])
+    merchant = merchants_services.merchant_update(merchant=credentials.merchant, require_signature=True)
+    program = merchants_services.program_create(
         merchant=merchant, name="Partners", first_purchase_rate="0.10", repeat_purchase_rate="0.05",
         tier_rates=["0.05", "0.03"],
     )

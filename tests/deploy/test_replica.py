@@ -13,7 +13,7 @@ from django.db import connections, router
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from config.routers import read_alias, replica_reads
+from core.routers import read_alias, replica_reads
 from promoters.models import Promoter
 from tests.merchant.world import MerchantWorld
 from tests.portal.conftest import client_logged_in, make_login

@@ -12,9 +12,9 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
 from affiliate.models import ConversionEvent, Customer
 from attribution.models import Credit
+from core.errors import ServiceValidationError
 from insights import tasks
 from insights.models import InsightRun, RateChange, RateFreeze, RateRule
 from insights.rates import rate_change_revert, rate_freeze, rate_unfreeze, rates_apply, rates_preview

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from affiliate.errors import ServiceValidationError
 from affiliate.models import Click, ConversionEvent, Customer, ReferralLink, Visitor
 from attribution.models import Credit
+from core.errors import ServiceValidationError
 from insights import segments
 from insights.models import PlanChange, PromoterSegment, SegmentModel, SegmentPlan
 from insights.segments import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from affiliate.models import Program
 from config import urls as project_urls
+from merchants.models import Program
 from payouts import webhooks
 from payouts.models import Commission, PayoutMethod, PayoutMethodChange, WebhookDelivery, WebhookEndpoint
 from promoters.models import Promoter

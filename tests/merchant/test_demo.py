@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from promoters.models import MerchantMember
+from merchants.models import MerchantMember
 
 pytestmark = pytest.mark.django_db
 DEMO_ARGS = ("--promoters", "4", "--days", "2", "--visitors-per-day", "5")

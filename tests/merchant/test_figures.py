@@ -54,7 +54,7 @@ def test_a_range_counts_clicks_by_their_day_and_conversions_by_the_events(world)
 
 
 def test_the_overview_reads_the_same_figures_as_the_kpis_and_the_chart(world):
-    from affiliate import services
+    from merchants import services
 
     second = services.program_create(merchant=world.merchant, name="Second", currency="EUR")
     programs = selectors.programs(world.merchant)

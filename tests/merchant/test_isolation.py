@@ -8,8 +8,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.test import Client
 
-from affiliate.models import Program
 from dashboards import urls as merchant_urls
+from merchants.models import Program
 from promoters import services as promoter_services
 from promoters.models import Promoter
 from tests.conftest import client_for
@@ -145,7 +145,7 @@ def test_logged_out_every_page_asks_for_the_login(world):
 
 def test_a_member_of_two_merchants_switches_between_them_and_not_to_a_third(world, theirs):
     both = staff_login("both@example.com", world.merchant, role="owner")
-    from promoters.models import MerchantMember
+    from merchants.models import MerchantMember
 
     MerchantMember.objects.create(user=both, merchant=theirs["merchant"])
     client = client_logged_in(both)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.models import LogEntry
 
-from affiliate.models import Click, Program
+from affiliate.models import Click
+from merchants.models import Program
 from promoters import services as promoter_services
 from promoters.models import Promoter
 from tests.portal.conftest import make_login

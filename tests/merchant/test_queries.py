@@ -50,7 +50,7 @@ def grow(world, n: int):
         world.w.send(type="purchase", customer_id=f"g{n}-{i}", order_id=f"g{n}-{i}", amount="10.00",
                      click_id=last.id.hex, occurred_at=last.created_at)
         promoter_services.promoter_join(sponsor=promoter, user=make_login(f"wait-{n}-{i}@example.com"), name=f"W{n}-{i}")
-    from affiliate import services
+    from merchants import services
 
     services.program_create(merchant=world.merchant, name=f"Second {n}", currency="EUR")
 

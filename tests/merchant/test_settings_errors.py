@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.models import LogEntry
 
-from affiliate.models import Program
+from merchants.models import Program
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ def post(world, **changes):
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
-        # Refused by the service (affiliate.services.program_update), shown on its field.
+        # Refused by the service (merchants.services.program_update), shown on its field.
         ({"first_click_share": "0.70", "last_click_share": "0.50", "name": "Renamed"}, "last_click_share",
          "The first and last click shares add up to more than 1."),
         ({"currency": "EUR", "hold_days": "7"}, "currency", "The currency cannot change once the program has events."),

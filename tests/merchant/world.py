@@ -22,9 +22,10 @@ import pytest
 from django.utils import timezone
 
 from affiliate import services
+from merchants import services as merchant_services
+from merchants.models import MerchantMember
 from payouts import services as payout_services
 from payouts.models import Commission
-from promoters.models import MerchantMember
 from tests.factories import make_merchant
 from tests.payouts.world import World
 from tests.portal.conftest import client_logged_in, make_login
@@ -91,5 +92,5 @@ def world(django_capture_on_commit_callbacks):
 def other(db):
     """Another merchant with a program, a pending promoter, an event, and its own staff."""
     merchant = make_merchant("Other Shop", ["other.example.net"])
-    program = services.program_create(merchant=merchant, name="Theirs", currency="EUR")
+    program = merchant_services.program_create(merchant=merchant, name="Theirs", currency="EUR")
     return merchant, program

@@ -95,7 +95,7 @@ LINES = "/admin/payouts/payoutline/"
 def test_the_finance_group_holds_exactly_its_permissions():
     views = {
         f"{label}.view_{model._meta.model_name}"
-        for label in ("affiliate", "promoters", "attribution", "payouts")
+        for label in ("merchants", "promoters", "affiliate", "attribution", "payouts")
         for model in apps.get_app_config(label).get_models()
     }
     extra = {
@@ -105,7 +105,7 @@ def test_the_finance_group_holds_exactly_its_permissions():
     group = Group.objects.get(name=GROUP_NAME)
     held = {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type")}
     assert held == views | extra
-    assert {"affiliate.view_merchant", "promoters.view_promoter", "attribution.view_credit", "payouts.view_entry"} <= held
+    assert {"merchants.view_merchant", "promoters.view_promoter", "attribution.view_credit", "payouts.view_entry"} <= held
 
 
 def test_the_command_refreshes_the_group_idempotently():
@@ -132,11 +132,11 @@ def test_finance_is_refused_users_groups_and_every_add_delete_or_change_of_read_
         ("get", "/admin/auth/user/"),
         ("get", "/admin/auth/group/"),
         ("get", "/admin/auth/user/add/"),
-        ("get", "/admin/affiliate/program/add/"),
-        ("get", f"/admin/affiliate/program/{w.program.pk}/delete/"),
-        ("post", f"/admin/affiliate/program/{w.program.pk}/change/"),
-        ("get", f"/admin/affiliate/merchant/{w.merchant.pk}/delete/"),
-        ("post", f"/admin/affiliate/merchant/{w.merchant.pk}/change/"),
+        ("get", "/admin/merchants/program/add/"),
+        ("get", f"/admin/merchants/program/{w.program.pk}/delete/"),
+        ("post", f"/admin/merchants/program/{w.program.pk}/change/"),
+        ("get", f"/admin/merchants/merchant/{w.merchant.pk}/delete/"),
+        ("post", f"/admin/merchants/merchant/{w.merchant.pk}/change/"),
         ("get", "/admin/promoters/promoter/add/"),
         ("get", f"/admin/promoters/promoter/{p.pk}/delete/"),
         ("post", f"/admin/promoters/promoter/{p.pk}/change/"),
@@ -158,9 +158,9 @@ def test_finance_reads_the_money_apps_but_not_auth(finance, shop):
     index = finance.get("/admin/")
     assert index.status_code == 200
     apps_shown = sorted(app["app_label"] for app in index.context["app_list"])
-    assert apps_shown == ["affiliate", "attribution", "payouts", "promoters"]
+    assert apps_shown == ["affiliate", "attribution", "merchants", "payouts", "promoters"]
     for url in (
-        "/admin/affiliate/merchant/", f"/admin/affiliate/merchant/{w.merchant.pk}/change/", "/admin/affiliate/program/",
+        "/admin/merchants/merchant/", f"/admin/merchants/merchant/{w.merchant.pk}/change/", "/admin/merchants/program/",
         "/admin/affiliate/conversionevent/", f"/admin/promoters/promoter/{p.pk}/change/", "/admin/attribution/credit/",
         COMMISSIONS, f"/admin/payouts/commission/{direct.pk}/change/", "/admin/payouts/journal/", "/admin/payouts/account/",
         "/admin/payouts/payoutbatch/", LINES, "/admin/payouts/statement/", "/admin/payouts/payoutpolicy/",
@@ -175,8 +175,8 @@ def test_finance_reads_the_money_apps_but_not_auth(finance, shop):
 def test_superusers_keep_what_they_had(shop):
     w = shop[0]
     root = login(User.objects.create_superuser("root", "root@example.com", "pw"))
-    assert root.get("/admin/affiliate/program/add/").status_code == 200
-    assert root.get(f"/admin/affiliate/program/{w.program.pk}/change/").status_code == 200
+    assert root.get("/admin/merchants/program/add/").status_code == 200
+    assert root.get(f"/admin/merchants/program/{w.program.pk}/change/").status_code == 200
     assert root.get("/admin/auth/user/").status_code == 200
     assert root.get("/admin/payouts/payoutpolicy/add/").status_code == 200
 

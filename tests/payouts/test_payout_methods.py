@@ -8,7 +8,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 
 from affiliate import services as affiliate_services
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 from payouts import batches, exports
 from payouts.methods import mask_iban, payout_method_set
 from payouts.models import PayoutBatch, PayoutMethod, PayoutMethodChange, PayoutPolicy

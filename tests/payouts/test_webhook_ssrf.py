@@ -9,7 +9,7 @@ import socket
 import pytest
 from django.utils import timezone
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 from payouts import webhooks
 from payouts.models import WebhookDelivery, WebhookEndpoint
 

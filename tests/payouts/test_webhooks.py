@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import time_machine
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 from payouts import webhooks
 from payouts.models import Commission, PayoutBatch, PayoutLine, WebhookDelivery, WebhookEndpoint
 from tests.conftest import client_for

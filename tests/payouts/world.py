@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from affiliate import services
-from affiliate.models import Program
+from merchants.models import Program
 from promoters.services import promoter_create
 from tests.conftest import client_for
 from tests.factories import make_merchant

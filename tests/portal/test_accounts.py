@@ -107,7 +107,7 @@ def test_an_email_already_in_the_program_is_refused_and_nothing_is_written(promo
 
 
 def test_a_refusal_by_the_service_rolls_the_login_back(promoter, monkeypatch):
-    from affiliate.errors import ServiceValidationError
+    from core.errors import ServiceValidationError
     from promoters import services
 
     def refuse(**kwargs):
@@ -170,7 +170,7 @@ def test_log_in_and_log_out(promoter):
 
 
 def test_merchant_staff_land_on_the_merchant_pages_and_a_promoter_on_the_portal(promoter, merchant):
-    from promoters.models import MerchantMember
+    from merchants.models import MerchantMember
 
     staff = make_login("owner@example.com")
     MerchantMember.objects.create(user=staff, merchant=merchant, role=MerchantMember.Role.OWNER)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
+from merchants.models import MerchantMember
 from payouts.models import Commission
 from promoters import services
-from promoters.models import MerchantMember, Promoter
+from promoters.models import Promoter
 from tests.payouts.world import World, at
 from tests.portal.conftest import make_login
 
@@ -114,7 +115,7 @@ def test_a_merchant_member_links_a_login_to_a_merchant_once(world):
 
 
 def test_the_admin_shows_the_program_setting_and_approves_pending_promoters(world, admin_client):
-    page = admin_client.get(f"/admin/affiliate/program/{world.program.pk}/change/")
+    page = admin_client.get(f"/admin/merchants/program/{world.program.pk}/change/")
     assert page.status_code == 200
     assert b'name="join_requires_approval"' in page.content
     s = world.promoter("S")

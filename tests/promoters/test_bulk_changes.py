@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from affiliate.errors import ServiceValidationError
+from core.errors import ServiceValidationError
 from promoters.models import Promoter, PromoterRateHistory
 from promoters.services import promoter_create, promoter_plans_set, promoter_rates_set, promoter_update
 

@@ -22,8 +22,8 @@ import pytest
 from django.test import Client
 
 from affiliate import ratelimit
-from affiliate.auth import digest
 from affiliate.models import Click
+from merchants.auth import digest
 from tests.realservices import (
     BASE_DIR,
     RATELIMIT_REDIS_DB,

@@ -1,6 +1,6 @@
 """Secrets: API keys, postback tokens and promoter keys are stored only as SHA-256 digests
 (no table holds one in clear); the secrets that must be read back (postback HMAC secrets,
-webhook signing secrets) are stored encrypted with FIELD_ENCRYPTION_KEYS (affiliate/crypto.py),
+webhook signing secrets) are stored encrypted with FIELD_ENCRYPTION_KEYS (core/crypto.py),
 rotated by ``manage.py rotate_secrets``, and the app refuses to start without the keys when
 DEBUG is off; signatures (the postback's ``sig``, webhook signatures) are compared in constant
 time."""
@@ -19,16 +19,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from django.apps import apps as global_apps
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunPython
 from django.test import Client
 
-from affiliate import crypto
 from affiliate.api import postback_signature
-from affiliate.models import ConversionEvent, Merchant
+from affiliate.models import ConversionEvent
+from core import crypto
+from merchants.models import Merchant
 from payouts import webhooks
 from payouts.models import WebhookEndpoint
 from promoters.models import PromoterApiToken
@@ -286,15 +287,18 @@ def test_the_migration_encrypts_the_secrets_stored_in_clear_and_back(merchant, e
     assert len(run_python) == 1
     forwards, backwards = run_python[0].code, run_python[0].reverse_code
     editor = SimpleNamespace(connection=connection)
+    # The models as the migration sees them (the merchant was still in ``affiliate`` then).
+    app_label, name = migration.split(".migrations.")
+    state_apps = MigrationLoader(connection).project_state((app_label, name)).apps
 
-    forwards(global_apps, editor)
+    forwards(state_apps, editor)
     encrypted = raw(table, column, pk)
     assert encrypted.startswith("enc:v1:") and crypto.decrypt(encrypted) == clear
     assert tables_holding(every_value_in_the_database(), clear) == set()
-    forwards(global_apps, editor)  # run again: an encrypted value is left as it is
+    forwards(state_apps, editor)  # run again: an encrypted value is left as it is
     assert raw(table, column, pk) == encrypted
 
-    backwards(global_apps, editor)
+    backwards(state_apps, editor)
     assert raw(table, column, pk) == clear
 
 

@@ -14,9 +14,10 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from affiliate.models import ConversionEvent, Program, ReferralLink
+from affiliate.models import ConversionEvent, ReferralLink
 from insights.content import content_create
 from insights.models import Content
+from merchants.models import Program
 from payouts import webhooks
 from payouts.models import Commission, PayoutMethod, PayoutMethodChange, WebhookDelivery, WebhookEndpoint
 from promoters.models import Promoter

@@ -3,9 +3,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from affiliate import services
-from affiliate.models import Merchant, ReferralLink
+from affiliate.models import ReferralLink
 from affiliate.simulation import simulate
+from merchants import services as merchant_services
+from merchants.models import Merchant
 
 DEMO_NAME = "Demo Shop"
 DEMO_DOMAIN = "shop.example.com"
@@ -46,7 +47,7 @@ class Command(BaseCommand):
         credentials = None
         if first_run:
             with transaction.atomic():
-                credentials = services.merchant_create(name=DEMO_NAME, domains=[DEMO_DOMAIN])
+                credentials = merchant_services.merchant_create(name=DEMO_NAME, domains=[DEMO_DOMAIN])
             merchant = credentials.merchant
             out(f"Created the merchant {DEMO_NAME} (id {merchant.pk}); simulating {days} days of traffic...")
             progress = (lambda message: self.stderr.write(message)) if verbosity >= 2 else None
@@ -59,7 +60,7 @@ class Command(BaseCommand):
                 progress=progress,
             )
             out(summary.as_text())
-        api_key = services.merchant_rotate_api_key(merchant=merchant)
+        api_key = merchant_services.merchant_rotate_api_key(merchant=merchant)
         demo_promoter = self._demo_promoter_login(merchant)
         self._demo_staff_login(merchant)
 
@@ -115,7 +116,7 @@ class Command(BaseCommand):
         """The login merchant@example.com (email verified), owner of the demo merchant, made once."""
         from allauth.account.models import EmailAddress
 
-        from promoters.models import MerchantMember
+        from merchants.models import MerchantMember
 
         User = get_user_model()
         user = User.objects.filter(email=DEMO_STAFF_EMAIL).first()

@@ -14,13 +14,13 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.models import Merchant
 from insights.content import content_insights_run
 from insights.materials import materials_run
 from insights.models import SegmentModel
 from insights.rates import programs_with_rules, rates_apply
 from insights.segments import segments_train
 from insights.value import value_run
+from merchants.models import Merchant
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.models import Program
 from insights.rates import active_rule, programs_with_rules, rates_preview
+from merchants.models import Program
 
 
 def _rate(value) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.errors import ServiceValidationError
-from affiliate.models import Merchant
+from core.errors import ServiceValidationError
 from insights.segments import segment_summary, segments_rollback
+from merchants.models import Merchant
 
 
 class Command(BaseCommand):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.models import Merchant
 from insights.models import SegmentModel
 from insights.segments import segment_summary, segments_train
+from merchants.models import Merchant
 from promoters.models import Promoter
 
 

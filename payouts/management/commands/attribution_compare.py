@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate import money
 from attribution.engine import MODELS
+from core import money
 from payouts.compare import compare_models
 
 

@@ -4,8 +4,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate import money
-from affiliate.models import Merchant
+from core import money
+from merchants.models import Merchant
 from payouts.closing import close_month
 from payouts.statements import PeriodError, month_bounds
 

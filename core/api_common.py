@@ -6,8 +6,9 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 
+from merchants.models import Merchant
+
 from .errors import ServiceValidationError
-from .models import Merchant
 
 
 class ErrorDetailSerializer(serializers.Serializer):

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.errors import ServiceValidationError
-from affiliate.services import merchant_create
+from core.errors import ServiceValidationError
+from merchants.services import merchant_create
 
 
 class Command(BaseCommand):

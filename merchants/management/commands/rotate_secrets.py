@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from affiliate import crypto
+from core import crypto
 
 
 class Command(BaseCommand):

@@ -83,7 +83,7 @@ class IsMerchant(permissions.BasePermission):
 
 
 class MerchantKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "affiliate.auth.MerchantKeyAuthentication"
+    target_class = "merchants.auth.MerchantKeyAuthentication"
     name = "BearerAuth"
 
     def get_security_definition(self, auto_schema):
