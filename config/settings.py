@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "attribution",
     "payouts",
     "insights",
+    "portal",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
@@ -268,7 +270,7 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
-ACCOUNT_ADAPTER = "promoters.accounts.AccountAdapter"
+ACCOUNT_ADAPTER = "portal.accounts.AccountAdapter"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = os.environ.get("EMAIL_SUBJECT_PREFIX", "[Affiliate] ")
 ACCOUNT_PRESERVE_USERNAME_CASING = False
 # Failed logins: at most LOGIN_FAILED_RATE_LIMIT per address and per account (allauth's

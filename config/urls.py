@@ -13,9 +13,9 @@ from payouts import views as payout_pages
 from payouts.api import CommissionViewSet, PromoterBalanceView
 from payouts.methods_api import PayoutDetailsLinkView, PayoutMethodChangesView, PayoutMethodView
 from payouts.webhooks_api import WebhookDeliveryReplayView, WebhookEndpointViewSet
-from promoters import views as portal
+from portal import views as portal
+from portal.api import MeCommissionsView, MeSummaryView, MeView
 from promoters.api import PromoterViewSet
-from promoters.me_api import MeCommissionsView, MeSummaryView, MeView
 
 router = SimpleRouter(trailing_slash=True)
 router.register("programs", ProgramViewSet, basename="program")
@@ -52,7 +52,7 @@ urlpatterns = [
     path("payout-details/<str:token>/", payout_pages.payout_details, name="payout-details"),
     path("accounts/", include("allauth.urls")),
     re_path(r"^join/(?P<referral_code>[A-Za-z0-9]{1,32})/?$", portal.join, name="join"),
-    path("portal/", include("promoters.urls")),
+    path("portal/", include("portal.urls")),
     path("merchant/", include("dashboards.urls")),
     path("", include("insights.urls")),
 ]

@@ -7,55 +7,16 @@ from __future__ import annotations
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_filters import rest_framework as filters
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, generics, permissions, serializers
+from rest_framework import generics, serializers
 from rest_framework.response import Response
 
 from core.api_common import body_dict, errors, known_fields
 from core.errors import ServiceValidationError
-from merchants.auth import BearerKeyAuthentication, KeyPrincipal
-from promoters.models import PromoterApiToken
-from promoters.services import PROMOTER_KEY_PREFIX, promoter_key_digest
+from promoters.auth import IsPromoter, PromoterKeyAuthentication
 
 from .content import CONTENT_FIELDS, content_create, content_problems
 from .models import Content
-
-# --- Promoter key authentication (the same keys as the promoter's own API) ---------------
-
-
-class ContentPromoterPrincipal(KeyPrincipal):
-    kind = "promoter"
-
-    def __init__(self, promoter):
-        super().__init__(promoter)
-        self.promoter = promoter
-
-
-class PromoterContentKeyAuthentication(BearerKeyAuthentication):
-    key_name = "promoter key"
-
-    def principal_for(self, key: str) -> ContentPromoterPrincipal:
-        if not key.startswith(PROMOTER_KEY_PREFIX):
-            raise exceptions.AuthenticationFailed("This API takes a promoter key, made in the promoter portal.")
-        token = PromoterApiToken.objects.select_related("promoter").filter(key_hash=promoter_key_digest(key)).first()
-        if token is None:
-            raise exceptions.AuthenticationFailed("The promoter key is not valid.")
-        return ContentPromoterPrincipal(token.promoter)
-
-
-class IsContentPromoter(permissions.BasePermission):
-    def has_permission(self, request, view):
-        return isinstance(request.user, ContentPromoterPrincipal)
-
-
-class PromoterContentKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "insights.api.PromoterContentKeyAuthentication"
-    name = "PromoterContentKeyAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A promoter's own key, made in the promoter portal."}
-
 
 # --- Serialisers and filters -------------------------------------------------------------
 
@@ -124,8 +85,8 @@ def _parse(data: dict) -> tuple[dict, dict]:
 class MeContentView(generics.ListAPIView):
     """Your content, newest first (GET); register a piece (POST)."""
 
-    authentication_classes = [PromoterContentKeyAuthentication]
-    permission_classes = [IsContentPromoter]
+    authentication_classes = [PromoterKeyAuthentication]
+    permission_classes = [IsPromoter]
     serializer_class = ContentSerializer
     filterset_class = ContentFilter
 
@@ -155,8 +116,8 @@ class MeContentView(generics.ListAPIView):
 class MeContentDetailView(generics.RetrieveAPIView):
     """One piece of your content (another promoter's: 404)."""
 
-    authentication_classes = [PromoterContentKeyAuthentication]
-    permission_classes = [IsContentPromoter]
+    authentication_classes = [PromoterKeyAuthentication]
+    permission_classes = [IsPromoter]
     serializer_class = ContentSerializer
     lookup_url_kwarg = "id"
 

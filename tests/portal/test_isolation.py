@@ -12,7 +12,7 @@ from django.utils import timezone
 from affiliate.models import ReferralLink
 from payouts import statements
 from payouts.models import PayoutMethod
-from promoters import urls as portal_urls
+from portal import urls as portal_urls
 from tests.factories import PromoterFactory
 from tests.portal.conftest import client_logged_in, make_login
 

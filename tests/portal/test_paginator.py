@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 
-from promoters.views import TwoEndedPaginator
+from portal.views import TwoEndedPaginator
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from promoters import portal_selectors as reads
+from portal import selectors as reads
 from promoters import selectors
 from promoters.models import Promoter
 from tests.factories import PromoterFactory
@@ -62,7 +62,7 @@ def test_a_loop_back_to_the_promoter_stops_there(program):
 
 
 def test_the_team_page_lists_members_a_page_at_a_time(world, django_assert_max_num_queries):
-    from promoters.views import TEAM_MEMBERS_PER_PAGE
+    from portal.views import TEAM_MEMBERS_PER_PAGE
 
     for i in range(TEAM_MEMBERS_PER_PAGE + 5):
         world.w.promoter(f"Recruit{i:03d}", sponsor=world.pia)

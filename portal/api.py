@@ -5,59 +5,19 @@ here reaches another promoter's data: every read is of the key's promoter."""
 from __future__ import annotations
 
 from django_filters import rest_framework as filters
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import exceptions, generics, permissions, serializers
+from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import money
 from core.api_common import errors
-from merchants.auth import BearerKeyAuthentication, KeyPrincipal
 from payouts.models import Commission
 from payouts.selectors import promoter_balance
+from promoters.auth import IsPromoter, PromoterKeyAuthentication
+from promoters.models import Promoter
 
-from . import portal_selectors as reads
-from .models import Promoter, PromoterApiToken
-from .services import PROMOTER_KEY_PREFIX, promoter_key_digest
-
-
-class PromoterPrincipal(KeyPrincipal):
-    """``request.user`` on the promoter API: the promoter, authenticated by their key."""
-
-    kind = "promoter"
-
-    def __init__(self, promoter: Promoter):
-        super().__init__(promoter)
-        self.promoter = promoter
-
-
-class PromoterKeyAuthentication(BearerKeyAuthentication):
-    key_name = "promoter key"
-
-    def principal_for(self, key: str) -> PromoterPrincipal:
-        if not key.startswith(PROMOTER_KEY_PREFIX):
-            raise exceptions.AuthenticationFailed("This API takes a promoter key, made in the promoter portal.")
-        token = (
-            PromoterApiToken.objects.select_related("promoter__program")
-            .filter(key_hash=promoter_key_digest(key)).first()
-        )
-        if token is None:
-            raise exceptions.AuthenticationFailed("The promoter key is not valid.")
-        return PromoterPrincipal(token.promoter)
-
-
-class IsPromoter(permissions.BasePermission):
-    def has_permission(self, request, view):
-        return isinstance(request.user, PromoterPrincipal)
-
-
-class PromoterKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "promoters.me_api.PromoterKeyAuthentication"
-    name = "PromoterKeyAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A promoter's own key, made in the promoter portal."}
+from . import selectors as reads
 
 
 class PromoterApiView:

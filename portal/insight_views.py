@@ -15,10 +15,10 @@ from django.utils import timezone
 from affiliate.models import Click, ConversionEvent, ReferralLink
 from attribution.models import Touchpoint
 from core.errors import ServiceValidationError
-from promoters.portal_access import portal_page
+from insights.content import content_create
+from insights.models import Content, MaterialAssignment
 
-from .content import content_create
-from .models import Content, MaterialAssignment
+from .access import portal_page
 
 CONTENT_PER_PAGE = 100
 
@@ -66,12 +66,12 @@ def content(request):
                         form.add_error(field if field in form.fields else None, problem)
             else:
                 messages.success(request, "Your content is registered: its link's conversions now count for it.")
-                return redirect("insights:content")
+                return redirect("portal:content")
         status = 400
     rows = list(
         Content.objects.filter(promoter=promoter).select_related("link").order_by("-published_at", "-id")[:CONTENT_PER_PAGE]
     )
-    return render(request, "insights/content.html", {"form": form, "rows": rows}, status=status)
+    return render(request, "portal/content.html", {"form": form, "rows": rows}, status=status)
 
 
 @portal_page
@@ -98,4 +98,4 @@ def materials(request):
         }
         for a in assignments
     ]
-    return render(request, "insights/materials.html", {"rows": rows})
+    return render(request, "portal/materials.html", {"rows": rows})

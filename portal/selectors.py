@@ -22,9 +22,8 @@ from core import money
 from core.routers import read_alias, replica_reads
 from payouts.models import Account, Commission, Entry, PayoutLine, PayoutMethod, Statement
 from payouts.selectors import balance_from
-
-from .models import Promoter, PromoterApiToken
-from .selectors import MAX_TEAM_LEVELS, MAX_TEAM_MEMBERS
+from promoters.models import Promoter, PromoterApiToken
+from promoters.selectors import MAX_TEAM_LEVELS, MAX_TEAM_MEMBERS
 
 CHART_DAYS = 30
 # The dashboard's day series are kept this long at most (seconds), and only as long as

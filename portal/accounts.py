@@ -9,9 +9,8 @@ from django.db import transaction
 from django.urls import reverse
 
 from merchants.models import MerchantMember
-
-from . import services
-from .models import Promoter
+from promoters import services
+from promoters.models import Promoter
 
 
 class AccountAdapter(DefaultAccountAdapter):

@@ -26,13 +26,13 @@ from core.errors import ServiceValidationError
 from payouts import methods, statements
 from payouts.models import Commission
 from payouts.selectors import promoter_balance
+from promoters import selectors, services
+from promoters.models import Promoter
 
-from . import portal_selectors as reads
-from . import selectors, services
+from . import selectors as reads
+from .access import SESSION_PROMOTER, portal_page
 from .accounts import JoinSignupForm
 from .forms import SUB_IDS, CommissionFilterForm, JoinForm, LinkForm, SubIdForm
-from .models import Promoter
-from .portal_access import SESSION_PROMOTER, portal_page
 
 COMMISSIONS_PER_PAGE = 50
 TEAM_MEMBERS_PER_PAGE = 100

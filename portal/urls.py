@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import insight_views, views
 
 app_name = "portal"
 
@@ -19,4 +19,6 @@ urlpatterns = [
     path("statements/<int:statement_id>.csv", views.statement_csv, name="statement-csv"),
     path("payout-details/", views.payout_details, name="payout-details"),
     path("api-key/", views.api_key, name="api-key"),
+    path("content/", insight_views.content, name="content"),
+    path("materials/", insight_views.materials, name="materials"),
 ]

@@ -1,6 +1,5 @@
 """Who may see a portal page, and as which promoter: shared by every page of the portal
-(``promoters.views``, and the insights pages a promoter sees), none of which imports
-another app's views."""
+(``portal.views`` and ``portal.insight_views``)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from . import selectors
+from promoters import selectors
 
 SESSION_PROMOTER = "portal_promoter"  # the switcher keeps the promoter chosen under this key
 
