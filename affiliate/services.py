@@ -65,6 +65,16 @@ def link_create(*, merchant: Merchant, promoter, destination_url: str, channel: 
     raise RuntimeError("Could not draw a unique link code.")
 
 
+def promoter_link_create(*, promoter, destination_url: str, channel: str = ""):
+    """A referral link the promoter makes for themself: only an active promoter can (one
+    awaiting approval, or made inactive, would send traffic that earns nothing)."""
+    if promoter.status != promoter.Status.ACTIVE:
+        raise ServiceValidationError(
+            {"promoter": ["Your account is not active: you can make links once the merchant approves it."]}
+        )
+    return link_create(merchant=promoter.merchant, promoter=promoter, destination_url=destination_url, channel=channel)
+
+
 # --- Clicks (the tracking redirect) ---------------------------------------------------
 
 

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "insights",
     "portal",
     "dashboards",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -6,8 +6,6 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 
-from merchants.models import Merchant
-
 from .errors import ServiceValidationError
 
 
@@ -88,7 +86,8 @@ class MerchantScopedViewSet(viewsets.GenericViewSet):
         return self.model.objects.filter(merchant_id=self.request.user.merchant.pk)
 
     @property
-    def merchant(self) -> Merchant:
+    def merchant(self):
+        """The calling merchant (``merchants.models.Merchant``)."""
         return self.request.user.merchant
 
 

@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from affiliate import services as tracking
 from core import money
 from core.errors import ServiceValidationError
 from payouts import methods, statements
@@ -176,7 +177,7 @@ def links(request):
     if request.method == "POST":
         if form.is_valid():
             try:
-                link = services.promoter_link_create(
+                link = tracking.promoter_link_create(
                     promoter=promoter, destination_url=form.cleaned_data["destination_url"],
                     channel=form.cleaned_data["channel"],
                 )

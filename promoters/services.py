@@ -12,7 +12,6 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from affiliate.services import link_create
 from core.errors import ServiceValidationError
 from core.validation import FieldProblem, parse_rate
 from merchants.models import Merchant, Program
@@ -353,13 +352,3 @@ def promoter_api_token_issue(*, promoter: Promoter) -> str:
 def promoter_api_token_revoke(*, promoter: Promoter) -> bool:
     deleted, _ = PromoterApiToken.objects.filter(promoter=promoter).delete()
     return bool(deleted)
-
-
-def promoter_link_create(*, promoter: Promoter, destination_url: str, channel: str = ""):
-    """A referral link the promoter makes for themself: only an active promoter can (one
-    awaiting approval, or made inactive, would send traffic that earns nothing)."""
-    if promoter.status != Promoter.Status.ACTIVE:
-        raise ServiceValidationError(
-            {"promoter": ["Your account is not active: you can make links once the merchant approves it."]}
-        )
-    return link_create(merchant=promoter.merchant, promoter=promoter, destination_url=destination_url, channel=channel)

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.db.models import Sum
 
 from affiliate.models import Click, ConversionEvent, Customer, ReferralLink
-from affiliate.simulation import simulate
+from demo.simulation import simulate
 from merchants.auth import digest
 from merchants.models import Merchant, Program
 from promoters.models import Promoter

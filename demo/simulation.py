@@ -25,14 +25,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from affiliate import services
+from affiliate.events import event_ingest
+from affiliate.models import ConversionEvent
 from core.errors import ApiError, ServiceValidationError
 from merchants import services as merchant_services
 from merchants.models import Merchant
 from promoters.services import promoter_create
-
-from . import services
-from .events import event_ingest
-from .models import ConversionEvent
 
 DAY = 86_400
 MAX_DEPTH = 6

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from affiliate.models import ReferralLink
-from affiliate.simulation import simulate
+from demo.simulation import simulate
 from merchants import services as merchant_services
 from merchants.models import Merchant
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from affiliate.simulation import simulate
+from demo.simulation import simulate
 
 
 def positive(kind):
