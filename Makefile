@@ -36,8 +36,11 @@ run: demo
 test: install-dev
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
+# ruff, a model change without its migration, and the import rule (.importlinter; CONTRIBUTING.md).
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(DEV_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/lint-imports --no-cache
 
 bench-redirect: install-dev
 	$(PY) bench/redirect.py

@@ -27,6 +27,7 @@ from django.utils import dateparse, timezone
 
 from core import money
 from core.errors import ApiError, ServiceValidationError
+from core.tasks import task, tasks_inline
 from merchants.models import Merchant, Program
 from promoters.selectors import promoter_by_coupon
 
@@ -475,8 +476,6 @@ def _lease_key(slot: int) -> str:
 def ring_drainer(slot: int = 0) -> bool:
     """Start a drainer in ``slot`` unless one holds its lease; True when one was started.
     A cache or broker that is down loses nothing: the sweep queues the events again."""
-    from .tasks import drain_events
-
     try:
         if not cache.add(_lease_key(slot), os.getpid(), timeout=settings.EVENT_DRAINER_LEASE_SECONDS):
             return False
@@ -484,7 +483,7 @@ def ring_drainer(slot: int = 0) -> bool:
         logger.warning("could not take the drainer lease; the sweep will queue the events", exc_info=True)
         return False
     try:
-        drain_events.delay(slot)
+        task("affiliate.drain_events").delay(slot)
     except Exception:  # noqa: BLE001
         cache.delete(_lease_key(slot))
         logger.warning("could not start a drainer; the sweep will queue the events", exc_info=True)
@@ -492,17 +491,10 @@ def ring_drainer(slot: int = 0) -> bool:
     return True
 
 
-def _inline() -> bool:
-    """Whether tasks run inline, here and now (no broker): as the Celery app says."""
-    from .tasks import process_event
-
-    return bool(process_event.app.conf.task_always_eager)
-
-
 def enqueue_event(event_id: int) -> None:
     """Hand a committed event to the workers: with tasks inline (no broker) it is processed
     here and now; otherwise a drainer is started unless one is already running."""
-    if not _inline():
+    if not tasks_inline():
         ring_drainer(0)
         return
     inline_sweeper.start()
@@ -598,7 +590,7 @@ class InlineSweeper:
     def start(self) -> None:
         """Start the thread in this process unless it runs (or tasks are not inline, or
         ``EVENT_INLINE_SWEEP`` is off)."""
-        if not settings.EVENT_INLINE_SWEEP or not _inline() or self._running():
+        if not settings.EVENT_INLINE_SWEEP or not tasks_inline() or self._running():
             return
         with self._lock:
             if self._running():
@@ -790,14 +782,13 @@ def requeue_stale_events(*, older_than_seconds: int | None = None, limit: int = 
         .order_by("id")
         .values_list("id", flat=True)[:limit]
     )
-    if _inline():
+    if tasks_inline():
         for event_id in ids:
             enqueue_event(event_id)
         return len(ids)
     # Straight to the workers in batches, not through a drainer's lease: a lease left by a
     # drainer that died must not hold them up.
-    from .tasks import process_events
-
+    process_events = task("affiliate.process_events")
     for start in range(0, len(ids), settings.EVENT_BATCH_SIZE):
         try:
             process_events.delay(ids[start : start + settings.EVENT_BATCH_SIZE])

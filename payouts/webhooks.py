@@ -84,6 +84,7 @@ from django.utils import timezone
 
 from core import money
 from core.errors import ServiceValidationError
+from core.tasks import task
 
 from .models import Commission, PayoutLine, WebhookDelivery, WebhookEndpoint
 
@@ -440,10 +441,8 @@ def emit_payout_paid(*, line: PayoutLine) -> list[WebhookDelivery]:
 def enqueue(delivery_id: int, *, expected_attempts: int) -> None:
     """Hand a delivery to the workers. A broker that is down loses nothing: the sweep
     queues every due delivery again."""
-    from . import tasks  # the task module imports this one
-
     try:
-        tasks.deliver_webhook.apply_async(args=[delivery_id], kwargs={"expected_attempts": expected_attempts}, queue="default")
+        task("payouts.deliver_webhook").apply_async(args=[delivery_id], kwargs={"expected_attempts": expected_attempts}, queue="default")
     except Exception:  # noqa: BLE001 - the delivery is committed; the sweep will queue it
         logger.warning("could not queue webhook delivery %s; the sweep will retry", delivery_id, exc_info=True)
 

@@ -160,7 +160,7 @@ def test_claiming_takes_queued_events_oldest_first_and_skips_the_excluded(django
 
 
 class Sent:
-    """Stands in for a Celery task: records ``delay`` calls."""
+    """Stands in for a Celery task's ``delay``: records the calls."""
 
     def __init__(self, fail: bool = False):
         self.calls: list[tuple] = []
@@ -179,7 +179,7 @@ def with_workers(settings, monkeypatch):
     settings.EVENT_DRAINER_LINGER_SECONDS = 0
     settings.EVENT_DRAINER_POLL_SECONDS = 0
     sent = Sent()
-    monkeypatch.setattr(tasks, "drain_events", sent)
+    monkeypatch.setattr(tasks.drain_events, "delay", sent.delay)  # as found by its name
     cache.clear()
     return sent
 
@@ -213,7 +213,7 @@ def test_committed_events_start_one_drainer(django_capture_on_commit_callbacks, 
 
 
 def test_a_broker_that_is_down_leaves_the_lease_free(django_capture_on_commit_callbacks, with_workers, monkeypatch, caplog):
-    monkeypatch.setattr(tasks, "drain_events", Sent(fail=True))
+    monkeypatch.setattr(tasks.drain_events, "delay", Sent(fail=True).delay)
     w = World(django_capture_on_commit_callbacks, **TERMS)
     with caplog.at_level(logging.WARNING, logger="affiliate.events"), django_capture_on_commit_callbacks(execute=True):
         r = w.api.post("/api/v1/events/", {"type": "registration", "customer_id": "c1"}, format="json")
