@@ -33,7 +33,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from core.errors import ServiceValidationError
-from merchants.models import Merchant, Program
+from merchants.models import Program
+from merchants.services import merchant_lock
 from promoters.models import Promoter
 from promoters.services import promoter_rates_set, promoter_update
 
@@ -226,7 +227,7 @@ def rate_change_revert(*, change: RateChange, actor=None) -> RateChange:
     (nothing written) for a revert, a change already reverted, or when the promoter's rate
     is no longer the change's new rate (a later change stands: revert that one first)."""
     with transaction.atomic():
-        _lock_merchant(change.promoter.merchant_id)
+        merchant_lock(change.promoter.merchant_id)
         change = RateChange.objects.select_for_update().select_related("promoter", "program").get(pk=change.pk)
         if change.kind == RateChange.Kind.REVERT:
             raise ServiceValidationError({"change": ["A revert cannot be reverted; change the rate instead."]})
@@ -258,10 +259,6 @@ def rate_freeze(*, promoter: Promoter, reason: str = "", actor=None) -> RateFree
 def rate_unfreeze(*, promoter: Promoter, actor=None) -> bool:
     deleted, _ = RateFreeze.objects.filter(promoter=promoter).delete()
     return bool(deleted)
-
-
-def _lock_merchant(merchant_id: int) -> None:
-    Merchant.objects.select_for_update().filter(pk=merchant_id).first()
 
 
 def programs_with_rules():

@@ -77,6 +77,7 @@ from attribution.models import Credit
 from core.errors import ServiceValidationError
 from core.money import minor_digits
 from merchants.models import Merchant
+from merchants.services import merchant_lock
 from promoters.models import Promoter
 from promoters.services import promoter_plans_set
 
@@ -301,10 +302,6 @@ def untrained_segment(tenure_days: float) -> str:
 # --- Services ---------------------------------------------------------------------------------
 
 
-def _lock(merchant: Merchant) -> None:
-    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
-
-
 def _next_version(merchant: Merchant) -> int:
     last = SegmentModel.objects.filter(merchant=merchant).aggregate(v=Max("version"))["v"]
     return (last or 0) + 1
@@ -349,7 +346,7 @@ def _write(merchant: Merchant, features: pd.DataFrame, trained: pd.DataFrame, fi
     sizes = pd.Series(list(segments.values()), dtype="object").value_counts().sort_index()
     untrained = features.index[features["clicks"] == 0]
     with transaction.atomic():
-        _lock(merchant)
+        merchant_lock(merchant.pk)
         SegmentModel.objects.filter(merchant=merchant, status=SegmentModel.Status.LIVE).update(
             status=SegmentModel.Status.RETIRED
         )
@@ -388,7 +385,7 @@ def _write(merchant: Merchant, features: pd.DataFrame, trained: pd.DataFrame, fi
 
 def _fail(merchant: Merchant, error: str, metrics: dict) -> SegmentModel:
     with transaction.atomic():
-        _lock(merchant)
+        merchant_lock(merchant.pk)
         return SegmentModel.objects.create(
             merchant=merchant,
             version=_next_version(merchant),
@@ -433,7 +430,7 @@ def segments_train(*, merchant: Merchant, now: datetime | None = None) -> Segmen
 def segments_rollback(*, merchant: Merchant, version: int) -> SegmentModel:
     """Make an earlier successful model of ``merchant`` live again (its assignments were kept)
     and re-apply the plans; the changes made are on ``model.applied_changes``."""
-    _lock(merchant)
+    merchant_lock(merchant.pk)
     target = SegmentModel.objects.select_for_update().filter(merchant=merchant, version=version).first()
     if target is None:
         raise ServiceValidationError({"version": ["No segment model with this version."]})

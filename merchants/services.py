@@ -94,6 +94,13 @@ def merchant_rotate_api_key(*, merchant: Merchant) -> str:
     return api_key
 
 
+def merchant_lock(merchant_id: int) -> None:
+    """Take the merchant's row lock until the transaction ends: the one lock that serialises a
+    merchant's changes to its promoters' tree, rates and plans (promoters, insights), so that
+    two moves cannot close a loop and two rate jobs cannot interleave."""
+    Merchant.objects.select_for_update().filter(pk=merchant_id).first()
+
+
 def merchant_by_postback_token(token: str) -> Merchant | None:
     return Merchant.objects.filter(postback_token_hash=digest(token)).first()
 

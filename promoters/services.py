@@ -15,6 +15,7 @@ from django.utils import timezone
 from core.errors import ServiceValidationError
 from core.validation import FieldProblem, parse_rate
 from merchants.models import Merchant, Program
+from merchants.services import merchant_lock
 
 from .models import Promoter, PromoterApiToken, PromoterRateHistory
 
@@ -139,7 +140,7 @@ def promoter_create(*, merchant: Merchant, **fields) -> Promoter:
         promoter = Promoter(merchant=merchant)
         try:
             with transaction.atomic():
-                _lock_tree(merchant)
+                merchant_lock(merchant.pk)
                 _apply(promoter, merchant, fields)
                 promoter.referral_code = _referral_code()
                 promoter.save()
@@ -152,7 +153,7 @@ def promoter_create(*, merchant: Merchant, **fields) -> Promoter:
 def promoter_update(*, promoter: Promoter, **fields) -> Promoter:
     try:
         with transaction.atomic():
-            _lock_tree(promoter.merchant)
+            merchant_lock(promoter.merchant_id)
             promoter = Promoter.objects.select_for_update().get(pk=promoter.pk)
             old_rate = promoter.commission_rate
             _apply(promoter, promoter.merchant, fields)
@@ -173,9 +174,22 @@ def promoter_rate_history_record(*, promoter: Promoter, old_rate, at=None) -> Pr
     if old_rate == new_rate:  # None == None; 0.1 == 0.100000
         return None
     at = at or timezone.now()
-    if not PromoterRateHistory.objects.filter(promoter=promoter).exists():
-        PromoterRateHistory.objects.create(promoter=promoter, rate=old_rate, effective_from=min(promoter.created_at, at))
-    return PromoterRateHistory.objects.create(promoter=promoter, rate=new_rate, effective_from=at)
+    has_history = PromoterRateHistory.objects.filter(promoter=promoter).exists()
+    rows = _rate_history_rows(promoter.pk, promoter.created_at, old_rate, new_rate, at, has_history=has_history)
+    for row in rows:
+        row.save()
+    return rows[-1]
+
+
+def _rate_history_rows(promoter_id: int, created_at, old_rate, new_rate, at, *, has_history: bool) -> list[PromoterRateHistory]:
+    """The rule of a promoter's rate history, for one change and for many: the new rate from
+    ``at``; before it, on the first change only, the rate it had until then, from its
+    creation (or from ``at``, were it created later)."""
+    rows = []
+    if not has_history:
+        rows.append(PromoterRateHistory(promoter_id=promoter_id, rate=old_rate, effective_from=min(created_at, at)))
+    rows.append(PromoterRateHistory(promoter_id=promoter_id, rate=new_rate, effective_from=at))
+    return rows
 
 
 def promoter_rates_set(*, merchant: Merchant, expected: dict[int, Decimal | None], rates: dict[int, Decimal | None], at=None) -> list[int]:
@@ -186,7 +200,7 @@ def promoter_rates_set(*, merchant: Merchant, expected: dict[int, Decimal | None
     the caller's transaction (or one of its own)."""
     at = at or timezone.now()
     with transaction.atomic():
-        _lock_tree(merchant)
+        merchant_lock(merchant.pk)
         current = {
             pk: (rate, created_at)
             for pk, rate, created_at in Promoter.objects.select_for_update()
@@ -200,11 +214,11 @@ def promoter_rates_set(*, merchant: Merchant, expected: dict[int, Decimal | None
         promoters = [Promoter(pk=pk, commission_rate=rates[pk], updated_at=at) for pk in changed]
         Promoter.objects.bulk_update(promoters, ["commission_rate", "updated_at"], batch_size=2000)
         with_history = set(PromoterRateHistory.objects.filter(promoter_id__in=changed).values_list("promoter_id", flat=True).distinct())
-        history = []
-        for pk in changed:
-            if pk not in with_history:  # the rate it had until now, from its creation
-                history.append(PromoterRateHistory(promoter_id=pk, rate=current[pk][0], effective_from=min(current[pk][1], at)))
-            history.append(PromoterRateHistory(promoter_id=pk, rate=rates[pk], effective_from=at))
+        history = [
+            row
+            for pk in changed
+            for row in _rate_history_rows(pk, current[pk][1], current[pk][0], rates[pk], at, has_history=pk in with_history)
+        ]
         PromoterRateHistory.objects.bulk_create(history, batch_size=5000)
     return changed
 
@@ -219,7 +233,7 @@ def promoter_plans_set(*, merchant: Merchant, plans: dict[int, str], at=None) ->
         raise ServiceValidationError({"payout_plan": [f"Choose one of: {', '.join(Promoter.PayoutPlan.values)}."]})
     at = at or timezone.now()
     with transaction.atomic():
-        _lock_tree(merchant)
+        merchant_lock(merchant.pk)
         old = {
             pk: plan
             for pk, plan in Promoter.objects.select_for_update().filter(merchant=merchant, pk__in=list(plans))
@@ -230,11 +244,6 @@ def promoter_plans_set(*, merchant: Merchant, plans: dict[int, str], at=None) ->
             [Promoter(pk=pk, payout_plan=plans[pk], updated_at=at) for pk in sorted(old)], ["payout_plan", "updated_at"], batch_size=2000
         )
     return old
-
-
-def _lock_tree(merchant: Merchant) -> None:
-    """Serialise changes to one merchant's tree, so two moves cannot close a loop together."""
-    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
 
 
 def _raise_for_integrity(exc: IntegrityError) -> None:
