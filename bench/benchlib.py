@@ -1,14 +1,19 @@
 """What the benchmark scripts share: logging, the machine's description, CPU accounting
-from /proc, and the benchmark databases' lifecycle. Each script runs as
-``python bench/<name>.py``, so this folder is on its import path."""
+from /proc and waiting for a quiet machine, percentiles, the processes a benchmark starts
+(gunicorn, Celery, Redis) and waiting for them, and the benchmark databases' lifecycle.
+Each script runs as ``python bench/<name>.py``, so this folder is on its import path."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 CLK = os.sysconf("SC_CLK_TCK")
 # The scripts run the app with DEBUG off, which needs FIELD_ENCRYPTION_KEYS: a fresh key for
 # the run (each one makes its database anew), unless one is set. The scripts copy os.environ
@@ -59,6 +64,98 @@ def system_busy() -> tuple[float, float]:
     return (sum(parts) - idle) / CLK, sum(parts) / CLK
 
 
+def wait_for_quiet(
+    limit_seconds: float,
+    busy_percent: float = 15.0,
+    *,
+    warning: str = "the machine is {busy:.0f}% busy before the run (other work); figures will suffer",
+) -> float:
+    """Other work on the same two cores skews every figure: wait (up to ``limit_seconds``)
+    for a second in which the machine is mostly idle. Returns the busy share last seen, in %
+    of all cores. ``warning`` (formatted with ``busy``) is logged if the machine stayed busy."""
+    deadline = time.monotonic() + limit_seconds
+    while True:
+        busy0, total0 = system_busy()
+        time.sleep(1)
+        busy1, total1 = system_busy()
+        busy = 100 * (busy1 - busy0) / max(total1 - total0, 1e-9)
+        if busy <= busy_percent or time.monotonic() >= deadline:
+            if busy > busy_percent:
+                log("  warning: " + warning.format(busy=busy))
+            return busy
+
+
+def percentile(values: list[float], p: float | None = None, *, share: float | None = None) -> float:
+    """Nearest-rank percentile of ``values``: ``p`` in percent (0-100), or ``share`` as a
+    fraction (0-1). NaN when there are no values."""
+    if (p is None) == (share is None):
+        raise TypeError("percentile() takes either p (percent) or share (a fraction), not both or neither")
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    fraction = p / 100 if share is None else share
+    k = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))  # nearest rank
+    return ordered[k]
+
+
+class Proc:
+    """A process a benchmark starts (gunicorn, Celery, Redis) in its own process group, its
+    output in ``log_path``; stopped with SIGTERM (a warm shutdown), then SIGKILL."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, log_path: Path):
+        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the task at hand
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.log_file.close()
+
+
+def wait_http(port: int, proc: Proc, seconds: float = 30) -> None:
+    """Wait until the app on ``port`` answers ``/healthz`` with 200 (``proc`` serves it)."""
+    import http.client
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited; see {proc.log_path}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} did not answer /healthz within {seconds:.0f} s; see {proc.log_path}")
+
+
 def recreate_database(admin_url: str, name: str) -> None:
     import psycopg
 
@@ -83,6 +180,35 @@ def checkpoint(database_url: str) -> None:
             conn.execute("CHECKPOINT")
     except psycopg.Error as exc:
         log(f"  (CHECKPOINT skipped: {exc})")
+
+
+def vacuum_analyze() -> float:
+    """``VACUUM (ANALYZE)`` the database Django is connected to; returns the seconds taken."""
+    from django.db import connection
+
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE)")
+    return time.monotonic() - started
+
+
+def wait_drained(limit_seconds: float) -> tuple[bool, float]:
+    """Wait until no event is left queued; returns (drained, seconds waited)."""
+    from django.db import connection
+
+    from affiliate.models import ConversionEvent
+
+    started = time.monotonic()
+    while True:
+        left = ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).count()
+        if left == 0:
+            connection.close()
+            return True, time.monotonic() - started
+        if time.monotonic() - started > limit_seconds:
+            log(f"  {left} events still queued after {limit_seconds:.0f} s")
+            connection.close()
+            return False, time.monotonic() - started
+        time.sleep(0.5)
 
 
 class Copier:

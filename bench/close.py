@@ -52,6 +52,8 @@ from benchlib import (
     make_partitions,
     monthly_event_id,
     recreate_database,
+    vacuum_analyze,
+    wait_for_quiet,
 )
 from benchlib import proc_cpu_and_start as _proc_cpu_and_start
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
@@ -131,21 +133,6 @@ def _backends(database: str) -> tuple[list[int], list[int]]:
         if any(title.rstrip().endswith(f"parallel worker for PID {backend}") for backend in pids)
     ]
     return pids, workers
-
-
-def wait_for_quiet(limit_seconds: float, busy_percent: float = 15.0) -> float:
-    """Wait (at most ``limit_seconds``) until the machine is nearly idle; returns how busy it
-    was over the last second, in % of all cores."""
-    deadline = time.monotonic() + limit_seconds
-    while True:
-        busy0, total0 = _system_busy()
-        time.sleep(1)
-        busy1, total1 = _system_busy()
-        busy = 100 * (busy1 - busy0) / max(total1 - total0, 1e-9)
-        if busy <= busy_percent or time.monotonic() >= deadline:
-            if busy > busy_percent:
-                log(f"  warning: the machine is {busy:.0f}% busy with other work; the times will be longer")
-            return busy
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -467,15 +454,6 @@ def load(month: Month, *, policy: dict, rng: random.Random) -> dict:
     return {"merchant": merchant, "program": program, "rows": copy.counts, "timings": timings}
 
 
-def vacuum_analyze() -> float:
-    from django.db import connection
-
-    started = time.monotonic()
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE)")
-    return time.monotonic() - started
-
-
 # --- The close --------------------------------------------------------------------------
 
 
@@ -673,7 +651,9 @@ def main() -> int:
     results = {}
     for run in ("first", "second"):
         checkpoint(database_url)
-        busy = wait_for_quiet(args.quiet_wait)
+        busy = wait_for_quiet(
+            args.quiet_wait, warning="the machine is {busy:.0f}% busy with other work; the times will be longer"
+        )
         log(f"manage.py close_month {PERIOD} ({run} run; the machine was {busy:.0f}% busy just before)")
         results[run] = run_close(env, args.db_name)
         results[run]["busy_before_percent"] = busy

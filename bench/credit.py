@@ -31,7 +31,6 @@ import os
 import random
 import resource
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -40,7 +39,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from benchlib import checkpoint, cpu_model, free_port, log, recreate_database
+from benchlib import (
+    Proc,
+    checkpoint,
+    cpu_model,
+    free_port,
+    log,
+    percentile,
+    recreate_database,
+    wait_drained,
+    wait_for_quiet,
+    wait_http,
+)
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 from benchlib import system_busy as _system_busy
 
@@ -55,14 +65,6 @@ TARGET_LATENCY_RATE = 100  # events/s offered for the latency target
 TARGET_P99_S = 1.0  # p99 credit latency
 
 TIER_RATES = ["0.05", "0.03", "0.02", "0.01", "0.005"]  # every one of the 5 sponsor levels earns
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))  # nearest rank
-    return ordered[k]
 
 
 # --- CPU accounting (who used the two cores during a run) -----------------------------
@@ -140,21 +142,6 @@ class CpuMeter:
         share = {k: round(100 * delta[k] / max(delta["total"], 1e-9), 1) for k in (*self.parts, "busy")}
         share["other"] = round(share["busy"] - sum(share[k] for k in self.parts), 1)
         return share
-
-
-def wait_for_quiet(limit_seconds: float, busy_percent: float = 15.0) -> float:
-    """Other work on the same two cores skews every figure: wait (up to a limit) for a
-    second in which the machine is mostly idle. Returns the busy share last seen."""
-    deadline = time.monotonic() + limit_seconds
-    while True:
-        busy0, total0 = _system_busy()
-        time.sleep(1)
-        busy1, total1 = _system_busy()
-        busy = 100 * (busy1 - busy0) / max(total1 - total0, 1e-9)
-        if busy <= busy_percent or time.monotonic() >= deadline:
-            if busy > busy_percent:
-                log(f"  warning: the machine is {busy:.0f}% busy before the run (other work); figures will suffer")
-            return busy
 
 
 # --- Database and seed ----------------------------------------------------------------
@@ -236,59 +223,6 @@ def seed(*, roots: int, fanout: int, leaves_per: int, journeys: int, rng: random
         "touchpoints_histogram": {k: counts[k] for k in range(1, 6)},
     }
     return creds.api_key, out, shape
-
-
-# --- Processes ------------------------------------------------------------------------
-
-
-class Proc:
-    def __init__(self, name: str, cmd: list[str], env: dict, log_path: Path):
-        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.log_file = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped as a whole below
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the task at hand
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.log_file.close()
-
-
-def wait_http(port: int, proc: Proc, seconds: float = 30) -> None:
-    import http.client
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited; see {proc.log_path}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{proc.name} did not answer /healthz within {seconds:.0f} s; see {proc.log_path}")
 
 
 # --- Load -----------------------------------------------------------------------------
@@ -434,25 +368,6 @@ def drive(port: int, api_key: str, run: Run, connections: int, timeout: float) -
 
 
 # --- Queue, latency and checks -------------------------------------------------------
-
-
-def wait_drained(limit_seconds: float) -> tuple[bool, float]:
-    """Wait until no event is left queued; returns (drained, seconds waited)."""
-    from django.db import connection
-
-    from affiliate.models import ConversionEvent
-
-    started = time.monotonic()
-    while True:
-        left = ConversionEvent.objects.filter(status=ConversionEvent.Status.QUEUED).count()
-        if left == 0:
-            connection.close()
-            return True, time.monotonic() - started
-        if time.monotonic() - started > limit_seconds:
-            log(f"  {left} events still queued after {limit_seconds:.0f} s")
-            connection.close()
-            return False, time.monotonic() - started
-        time.sleep(0.5)
 
 
 def credit_latencies(run: Run) -> None:

@@ -47,6 +47,7 @@ from benchlib import (
     make_partitions,
     monthly_event_id,
     recreate_database,
+    vacuum_analyze,
 )
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 
@@ -230,15 +231,6 @@ def load(*, promoters: int, events: int, contents: int, rng: random.Random) -> d
         ):
             raw.execute(sql)
     return {"merchant": merchant, "program": program, "rows": copy.counts, "timings": timings}
-
-
-def vacuum_analyze() -> float:
-    from django.db import connection
-
-    started = time.monotonic()
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    return time.monotonic() - started
 
 
 class PeakMemory(threading.Thread):

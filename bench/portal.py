@@ -46,7 +46,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import cpu_model, drop_database, log, make_partitions, monthly_event_id, recreate_database  # noqa: E402
+from benchlib import (  # noqa: E402
+    cpu_model,
+    drop_database,
+    log,
+    make_partitions,
+    monthly_event_id,
+    percentile,
+    recreate_database,
+    vacuum_analyze,
+)
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds  # noqa: E402
 from benchlib import system_busy as _system_busy  # noqa: E402
 from close import BackendMeter, Copier, micro, times_rate  # noqa: E402  (bench/close.py: the COPY loader and its rules)
@@ -347,15 +356,6 @@ def load(*, commissions: int, downline: int, others: int, clicks: int, rng: rand
     }
 
 
-def vacuum_analyze() -> float:
-    from django.db import connection
-
-    started = time.monotonic()
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE)")
-    return time.monotonic() - started
-
-
 # --- Measuring ----------------------------------------------------------------------------
 
 
@@ -413,11 +413,6 @@ def fetch(port: int, path: str, cookie: str) -> tuple[int, int]:
     body = response.read()
     conn.close()
     return response.status, len(body)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
 
 
 def wait_for_port(port: int, proc, limit: float = 30) -> None:
@@ -500,7 +495,7 @@ def measure(args, env: dict, loaded: dict) -> list[dict]:
             mine = max(0.0, cpu1 - cpu0) + backend_cpu
             results.append({
                 "who": who, "label": label, "path": path, "group": group, "n": n,
-                "p50": statistics.median(times), "p95": percentile(times, 0.95), "max": max(times),
+                "p50": statistics.median(times), "p95": percentile(times, share=0.95), "max": max(times),
                 "status": sorted(statuses), "bytes": max(sizes), "queries": queries[label][1],
                 "query_status": queries[label][0],
                 "busy_percent": 100 * machine / wall,

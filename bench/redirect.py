@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchlib import checkpoint, cpu_model, free_port, log, recreate_database
+from benchlib import checkpoint, cpu_model, free_port, log, recreate_database, wait_for_quiet
 from benchlib import proc_cpu_seconds as _proc_cpu_seconds
 from benchlib import system_busy as _system_busy
 
@@ -184,21 +184,6 @@ class CpuMeter:
         for group in ("gunicorn", "postgres", "wrk"):
             share[f"{group}_us"] = round(1e6 * delta[group] / requests) if requests else 0
         return share
-
-
-def wait_for_quiet(limit_seconds: float, busy_percent: float = QUIET_BUSY_PERCENT) -> float:
-    """Other people's work on the same two cores skews every figure: wait (up to a limit)
-    for a second in which the machine is mostly idle. Returns the busy share last seen."""
-    deadline = time.monotonic() + limit_seconds
-    while True:
-        busy0, total0 = _system_busy()
-        time.sleep(1)
-        busy1, total1 = _system_busy()
-        busy = 100 * (busy1 - busy0) / max(total1 - total0, 1e-9)
-        if busy <= busy_percent or time.monotonic() >= deadline:
-            if busy > busy_percent:
-                log(f"  warning: the machine is {busy:.0f}% busy before the run (other work); figures will be low")
-            return busy
 
 
 # --- Database -------------------------------------------------------------------------
@@ -641,7 +626,11 @@ def main() -> int:
         for round_no in range(1, args.rounds + 1):
             for kind in kinds:
                 checkpoint(database_url)
-                busy = wait_for_quiet(args.quiet_wait)
+                busy = wait_for_quiet(
+                    args.quiet_wait,
+                    QUIET_BUSY_PERCENT,
+                    warning="the machine is {busy:.0f}% busy before the run (other work); figures will be low",
+                )
                 log(f"Round {round_no}/{args.rounds}, {kind.name}: {kind.connections} connections, {kind.duration} s")
                 prefix = str(workdir / f"ids-{kinds.index(kind)}-{round_no}") if kind.link_id else None
                 run = run_wrk(servers[kind.server].port, kind, args.threads, prefix, meters[kind.server])

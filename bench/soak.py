@@ -43,8 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import cpu_model, free_port, log, recreate_database
-from credit import Proc, percentile, wait_drained, wait_http
+from benchlib import Proc, cpu_model, free_port, log, percentile, recreate_database, wait_drained, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "bench" / "gunicorn.conf.py"
