@@ -204,30 +204,64 @@ def _finish_kpis(row: dict) -> dict:
     return row
 
 
+def _figures(span: Range, rows: dict[int, dict], *, chart_of: Program | None = None) -> dict | None:
+    """The one read of the programs' clicks and credited events over the range, added into
+    ``rows`` (by program): two queries, grouped by program (and by day when ``chart_of`` is
+    given). Returns ``chart_of``'s series day by day (clicks, attributed purchases, revenue
+    net of refunds), or None. An event, or a click, falls on one day of the range: the
+    range's totals are the sums of its days."""
+    ids = list(rows)  # by program, so that the (program, time) indexes serve every query
+    by_day = chart_of is not None
+    labels = span.days if by_day else []
+    index = {day: i for i, day in enumerate(labels)}
+    clicks, purchases, revenue = [0] * len(labels), [0] * len(labels), [0] * len(labels)
+    click_rows = Click.objects.filter(_clicks_in(span), program_id__in=ids)  # Count("*"): from click_program_time alone
+    credit_rows = Credit.objects.filter(_events_in(span), event__program_id__in=ids)
+    if by_day:
+        click_rows = click_rows.annotate(day=TruncDate("created_at")).values("program_id", "day")
+        credit_rows = credit_rows.annotate(day=TruncDate("event__occurred_at")).values("event__program_id", "event__type", "day")
+    else:
+        click_rows = click_rows.values("program_id")
+        credit_rows = credit_rows.values("event__program_id", "event__type")
+    day_field = ("day",) if by_day else ()
+    for program_id, *day, n in (
+        click_rows.annotate(n=Count("*")).values_list("program_id", *day_field, "n")
+    ):
+        rows[program_id]["clicks"] += n
+        if by_day and program_id == chart_of.pk and day[0] in index:
+            clicks[index[day[0]]] = n
+    for program_id, kind, *day, n, total in (
+        credit_rows.annotate(n=Count("event_id", distinct=True), total=Sum("revenue_minor"))
+        .values_list("event__program_id", "event__type", *day_field, "n", "total")
+    ):
+        row = rows[program_id]
+        row["revenue_minor"] += total or 0
+        if kind == PURCHASE:
+            row["purchases"] += n
+        elif kind == REGISTRATION:
+            row["registrations"] += n
+        if by_day and program_id == chart_of.pk and day[0] in index:
+            revenue[index[day[0]]] += total or 0
+            if kind == PURCHASE:
+                purchases[index[day[0]]] = n
+    if not by_day:
+        return None
+    currency = chart_of.currency
+    return {
+        "currency": currency,
+        "days": [d.isoformat() for d in labels],
+        "clicks": clicks,
+        "purchases": purchases,
+        "revenue": [str(_money(m, currency)) for m in revenue],
+    }
+
+
 @replica_reads()
 def program_kpis(merchant: Merchant, span: Range, program_list: list[Program]) -> dict[int, dict]:
     """``{program id: kpis}`` for each of the merchant's programs over the range: three
     queries (clicks, credits, commissions), grouped by program."""
     rows = {p.pk: _empty_kpis(p) for p in program_list if p.merchant_id == merchant.pk}
-    ids = list(rows)  # by program, so that the (program, time) indexes serve every query
-    for program_id, n in (
-        # Count("*"), not the id: the (program, created_at) index alone answers it.
-        Click.objects.filter(_clicks_in(span), program_id__in=ids)
-        .values("program_id").annotate(n=Count("*")).values_list("program_id", "n")
-    ):
-        rows[program_id]["clicks"] = n
-    for program_id, kind, n, revenue in (
-        Credit.objects.filter(_events_in(span), event__program_id__in=ids)
-        .values("event__program_id", "event__type")
-        .annotate(n=Count("event_id", distinct=True), revenue=Sum("revenue_minor"))
-        .values_list("event__program_id", "event__type", "n", "revenue")
-    ):
-        row = rows[program_id]
-        row["revenue_minor"] += revenue or 0
-        if kind == PURCHASE:
-            row["purchases"] = n
-        elif kind == REGISTRATION:
-            row["registrations"] = n
+    _figures(span, rows)
     _commission_kpis(rows, span)
     return {pk: _finish_kpis(row) for pk, row in rows.items()}
 
@@ -251,51 +285,13 @@ def overview(merchant: Merchant, span: Range, program_list: list[Program], chose
     """``program_kpis`` over the range and ``program_days`` of the chosen program, the same
     figures. When the range is the chart's own (the last 30 days, the page's default), the
     clicks and the credits are read once for both, grouped by program and day: three queries
-    instead of five. (An event, or a click, falls on one day of the range: the range's
-    totals are the sums of its days.)"""
+    instead of five."""
     chart_span = Range.last_days(CHART_DAYS, now=now)
     rows = {p.pk: _empty_kpis(p) for p in program_list if p.merchant_id == merchant.pk}
     if span != chart_span or chosen.pk not in rows:
         return program_kpis(merchant, span, program_list), program_days(chosen, now=now)
-    ids = list(rows)
-    labels = span.days
-    index = {day: i for i, day in enumerate(labels)}
-    clicks = [0] * len(labels)
-    purchases = [0] * len(labels)
-    revenue = [0] * len(labels)
-    for program_id, day, n in (
-        Click.objects.filter(_clicks_in(span), program_id__in=ids)  # Count("*"): from click_program_time alone
-        .annotate(day=TruncDate("created_at")).values("program_id", "day").annotate(n=Count("*"))
-        .values_list("program_id", "day", "n")
-    ):
-        rows[program_id]["clicks"] += n
-        if program_id == chosen.pk and day in index:
-            clicks[index[day]] = n
-    for program_id, kind, day, n, total in (
-        Credit.objects.filter(_events_in(span), event__program_id__in=ids)
-        .annotate(day=TruncDate("event__occurred_at")).values("event__program_id", "event__type", "day")
-        .annotate(n=Count("event_id", distinct=True), total=Sum("revenue_minor"))
-        .values_list("event__program_id", "event__type", "day", "n", "total")
-    ):
-        row = rows[program_id]
-        row["revenue_minor"] += total or 0
-        if kind == PURCHASE:
-            row["purchases"] += n
-        elif kind == REGISTRATION:
-            row["registrations"] += n
-        if program_id == chosen.pk and day in index:
-            revenue[index[day]] += total or 0
-            if kind == PURCHASE:
-                purchases[index[day]] = n
+    chart = _figures(span, rows, chart_of=chosen)
     _commission_kpis(rows, span)
-    currency = chosen.currency
-    chart = {
-        "currency": currency,
-        "days": [d.isoformat() for d in labels],
-        "clicks": clicks,
-        "purchases": purchases,
-        "revenue": [str(_money(m, currency)) for m in revenue],
-    }
     return {pk: _finish_kpis(row) for pk, row in rows.items()}, chart
 
 
@@ -303,37 +299,7 @@ def overview(merchant: Merchant, span: Range, program_list: list[Program], chose
 def program_days(p: Program, *, now: datetime | None = None, days: int = CHART_DAYS) -> dict:
     """The last ``days`` days of one program, day by day: clicks, attributed purchases and
     revenue (net of refunds). Two queries."""
-    span = Range.last_days(days, now=now)
-    labels = span.days
-    index = {day: i for i, day in enumerate(labels)}
-    clicks = [0] * len(labels)
-    purchases = [0] * len(labels)
-    revenue = [0] * len(labels)
-    for day, n in (
-        Click.objects.filter(_clicks_in(span), program=p)  # Count("*"): from click_program_time alone
-        .annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("*")).values_list("day", "n")
-    ):
-        if day in index:
-            clicks[index[day]] = n
-    for day, kind, n, total in (
-        Credit.objects.filter(_events_in(span), event__program=p)
-        .annotate(day=TruncDate("event__occurred_at")).values("day", "event__type")
-        .annotate(n=Count("event_id", distinct=True), total=Sum("revenue_minor"))
-        .values_list("day", "event__type", "n", "total")
-    ):
-        if day not in index:
-            continue
-        revenue[index[day]] += total or 0
-        if kind == PURCHASE:
-            purchases[index[day]] = n
-    currency = p.currency
-    return {
-        "currency": currency,
-        "days": [d.isoformat() for d in labels],
-        "clicks": clicks,
-        "purchases": purchases,
-        "revenue": [str(_money(m, currency)) for m in revenue],
-    }
+    return _figures(Range.last_days(days, now=now), {p.pk: _empty_kpis(p)}, chart_of=p)
 
 
 # --- Top promoters ------------------------------------------------------------------------
@@ -546,17 +512,6 @@ def promoters_credited(event_ids) -> dict[int, int]:
 @replica_reads()
 def conversion(merchant: Merchant, event_id: int) -> ConversionEvent | None:
     return ConversionEvent.objects.filter(merchant=merchant, pk=event_id).select_related("customer", "program").first()
-
-
-@replica_reads()
-def event_commissions(event: ConversionEvent) -> list[dict]:
-    """The commissions an event made, with the promoters' names: one query."""
-    return [
-        {**row, "amount": _money(row["amount_minor"], row["currency"])}
-        for row in Commission.objects.filter(event=event).order_by("id").values(
-            "id", "kind", "level", "amount_minor", "currency", "status", name=F("promoter__name"),
-        )
-    ]
 
 
 # --- Promoter approvals -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from attribution.selectors import event_journey
 from core.errors import ServiceValidationError
 from merchants import services as merchant_services
 from payouts import review as review_services
+from payouts import selectors as payout_reads
 from promoters import services as promoter_services
 
 from . import insight_selectors as insight_reads
@@ -175,7 +176,7 @@ def conversion(request, event_id: int):
     event = reads.conversion(request.merchant, event_id)
     if event is None:
         raise Http404
-    context = {"event": event, "journey": event_journey(event), "commissions": reads.event_commissions(event)}
+    context = {"event": event, "journey": event_journey(event), "commissions": payout_reads.event_commissions(event, for_people=True)}
     return render(request, "merchant/conversion.html", context)
 
 

@@ -53,8 +53,11 @@ def event_attribution(event: ConversionEvent) -> list[dict]:
     ]
 
 
-def commission_row(c: Commission) -> dict:
-    return {
+def commission_row(c: Commission, *, for_people: bool = False) -> dict:
+    """A commission as the contract shows it in an event's body; ``for_people`` adds what a
+    page shows beside it (the promoter's name, the currency, the amount in minor units),
+    and then ``c.promoter`` should come with the query (``select_related``)."""
+    row = {
         "id": c.pk,
         "promoter": c.promoter_id,
         "kind": c.kind,
@@ -62,7 +65,14 @@ def commission_row(c: Commission) -> dict:
         "amount": money.format_minor(c.amount_minor, c.currency),
         "status": c.status,
     }
+    if for_people:
+        row.update(name=c.promoter.name, currency=c.currency, amount_minor=c.amount_minor)
+    return row
 
 
-def event_commissions(event: ConversionEvent) -> list[dict]:
-    return [commission_row(c) for c in Commission.objects.filter(event=event).order_by("id")]
+def event_commissions(event: ConversionEvent, *, for_people: bool = False) -> list[dict]:
+    """The commissions an event made, in the order they were written: one query."""
+    commissions = Commission.objects.filter(event=event).order_by("id")
+    if for_people:
+        commissions = commissions.select_related("promoter")
+    return [commission_row(c, for_people=for_people) for c in commissions]
