@@ -35,7 +35,7 @@ class ClearFraudMixin:
 
 @admin.register(Click)
 class ClickAdmin(ClearFraudMixin, ReadOnlyAdmin):
-    list_display = ("id", "created_at", "link", "promoter", "visitor_id", "is_fraud", "is_duplicate", "flag_reason")
+    list_display = ("id", "created_at", "link", "promoter", "visitor_id", "is_fraud", "is_duplicate", "flag_reason", "cleared_by")
     list_filter = ("is_fraud", "is_duplicate")
     search_fields = ("=id", "link__code")
     list_select_related = ("link", "promoter")

@@ -409,14 +409,14 @@ def _flag_floods_of(cursor, click_table: str, ids: str, limit: int, seconds: int
             f"FROM (SELECT DISTINCT c.id FROM click_spool_batch b JOIN {click_table} c ON c.{key} = b.{key} "
             f"AND c.id BETWEEN {ids} AND c.link_id = b.link_id AND c.created_at >= b.created_at "
             f"AND c.created_at <= b.created_at + make_interval(secs => %s) WHERE {guard}) todo "
-            f"WHERE s.id = todo.id AND s.id BETWEEN {ids} AND NOT s.is_fraud AND s.flag_reason NOT LIKE %s "
+            f"WHERE s.id = todo.id AND s.id BETWEEN {ids} AND NOT s.is_fraud AND s.cleared_at IS NULL "
             f"AND (SELECT count(*) FROM (SELECT 1 FROM {click_table} e WHERE e.id BETWEEN {ids} "
             f"AND e.{key} = s.{key} AND e.link_id = s.link_id "
             f"AND e.created_at >= s.created_at - make_interval(secs => %s) AND (e.created_at, e.id) < (s.created_at, s.id) "
             f"LIMIT %s) x) >= %s",
             [
                 fraud.flood_reason(by, limit, seconds), seconds, *([] if programs is None else [programs]),
-                fraud.CLEARED_PREFIX + "%", seconds, limit, limit,
+                seconds, limit, limit,
             ],
         )
 

@@ -148,14 +148,6 @@ def reason_text(reason: str) -> str:
     return reason[:REASON_LENGTH]
 
 
-def cleared_reason(reason: str, *, by: str, at: datetime) -> str:
-    """What a click's flag_reason says once finance cleared it (clicks have no cleared_* fields)."""
-    return reason_text(f"cleared by {by or 'finance'} {at:%Y-%m-%d %H:%M} UTC (was: {reason})")
-
-
-CLEARED_PREFIX = "cleared by "
-
-
 @transaction.atomic
 def clicks_clear(*, click_ids: Iterable, by: str) -> int:
     """Clear the fraud flag of these clicks: they count for conversions processed from now on
@@ -166,8 +158,9 @@ def clicks_clear(*, click_ids: Iterable, by: str) -> int:
     clicks = list(Click.objects.select_for_update().filter(pk__in=list(click_ids), is_fraud=True).order_by("pk"))
     for click in clicks:
         click.is_fraud = False
-        click.flag_reason = cleared_reason(click.flag_reason, by=by, at=now)
-    Click.objects.bulk_update(clicks, ["is_fraud", "flag_reason"])
+        click.cleared_at = now
+        click.cleared_by = by or "finance"
+    Click.objects.bulk_update(clicks, ["is_fraud", "cleared_at", "cleared_by"])
     return len(clicks)
 
 

@@ -82,6 +82,10 @@ class Click(models.Model):
     is_fraud = models.BooleanField(default=False)
     is_duplicate = models.BooleanField(default=False)
     flag_reason = models.CharField(max_length=200, blank=True, default="")
+    # Set when finance clears the flag by hand: the click then counts, and no later file of
+    # the spool flags it again; flag_reason keeps what the rule had said.
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.CharField(max_length=150, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["created_at"]
