@@ -63,7 +63,7 @@ from merchants.models import Merchant, Program
 from . import events, journey, ratelimit
 from .api import event_body
 from .fastpath import TrackingFastPath
-from .models import ConversionEvent, Customer
+from .models import ConversionEvent, Customer, EventKey
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ WITH event AS (
     RETURNING id
 ), key AS (
     INSERT INTO affiliate_eventkey (merchant_id, kind, key, refund_id, event_id)
-    SELECT %(merchant)s, %(type)s, %(key)s, '', id FROM event
+    SELECT %(merchant)s, %(kind)s, %(key)s, '', id FROM event
 ){binding}{stage}
 SELECT id FROM event
 """
@@ -378,8 +378,8 @@ class EventFastPath(TrackingFastPath):
                 warnings=Jsonb([]),
                 terms=Jsonb(terms),
                 occurred_at=data.occurred_at,
-                key=str(customer_pk) if data.type == "registration" else data.order_id,
             )
+            params["kind"], params["key"], _ = EventKey.rule(type=data.type, customer_id=customer_pk, order_id=data.order_id)
             cursor.execute(EVENT[(visitor is not None, next_stage != stage)], params)
             event_id = cursor.fetchone()[0]
             transaction.on_commit(partial(_enqueue, event_id), robust=True)

@@ -265,17 +265,24 @@ class EventKey(models.Model):
         return f"{self.kind} {self.key}"
 
     @classmethod
+    def rule(cls, *, type: str, customer_id: int, order_id: str, refund_id: str = "") -> tuple[str, str, str]:
+        """The (kind, key, refund id) that makes an event of ``type`` unique: a registration by
+        its customer (the row's id), a purchase by its order, a refund by its order and refund
+        id. Both paths that store events (``events.event_ingest`` and the fast path,
+        ``eventpath``) take their key from here."""
+        if type == ConversionEvent.Type.REGISTRATION:
+            return cls.Kind.REGISTRATION, str(customer_id), ""
+        if type == ConversionEvent.Type.PURCHASE:
+            return cls.Kind.PURCHASE, order_id, ""
+        return cls.Kind.REFUND, order_id, refund_id
+
+    @classmethod
     def of(cls, event: ConversionEvent) -> list[EventKey]:
         """The keys ``event`` holds."""
-        keys = []
-        if event.type == ConversionEvent.Type.REGISTRATION:
-            keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.REGISTRATION, key=str(event.customer_id)))
-        elif event.type == ConversionEvent.Type.PURCHASE:
-            keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.PURCHASE, key=event.order_id))
-        else:
-            keys.append(
-                cls(merchant_id=event.merchant_id, kind=cls.Kind.REFUND, key=event.order_id, refund_id=event.refund_id)
-            )
+        kind, key, refund_id = cls.rule(
+            type=event.type, customer_id=event.customer_id, order_id=event.order_id, refund_id=event.refund_id
+        )
+        keys = [cls(merchant_id=event.merchant_id, kind=kind, key=key, refund_id=refund_id)]
         if event.idempotency_key is not None:
             keys.append(cls(merchant_id=event.merchant_id, kind=cls.Kind.IDEMPOTENCY, key=event.idempotency_key))
         for key in keys:
