@@ -96,8 +96,8 @@ def merchant_rotate_api_key(*, merchant: Merchant) -> str:
 
 def merchant_lock(merchant_id: int) -> None:
     """Take the merchant's row lock until the transaction ends: the one lock that serialises a
-    merchant's changes to its promoters' tree, rates and plans (promoters, insights), so that
-    two moves cannot close a loop and two rate jobs cannot interleave."""
+    merchant's changes to its programs (one default), its promoters' tree, rates and plans
+    (promoters, insights) and its payout batches (one builder at a time)."""
     Merchant.objects.select_for_update().filter(pk=merchant_id).first()
 
 
@@ -236,7 +236,7 @@ def program_create(*, merchant: Merchant, **fields) -> Program:
     if "name" not in fields:
         raise ServiceValidationError({"name": ["A name is required."]})
     # Lock the merchant so that two first programs cannot both become the default.
-    Merchant.objects.select_for_update().get(pk=merchant.pk)
+    merchant_lock(merchant.pk)
     program = Program(merchant=merchant)
     _apply_program_fields(program, fields, creating=True)
     program.is_default = not Program.objects.filter(merchant=merchant).exists()

@@ -19,6 +19,7 @@ from django.db.models import OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from merchants.models import Merchant, Program
+from merchants.services import merchant_lock
 from promoters.models import Promoter
 
 from . import ledger, services, webhooks
@@ -95,7 +96,7 @@ def batch_build(*, merchant: Merchant, currency: str, period: str = "", progress
     would (approval journals, one per promoter, and webhooks) by the very update that
     claims them for their lines, so that each of a month's million commissions is written
     once, not twice."""
-    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()  # one builder per merchant at a time
+    merchant_lock(merchant.pk)  # one builder per merchant at a time
     if period:
         existing = PayoutBatch.objects.filter(merchant=merchant, currency=currency, period=period).first()
         if existing is not None:

@@ -143,7 +143,7 @@ def test_every_task_found_by_name_exists():
 
     names = sorted({
         name
-        for path in ROOT.glob("*/*.py") if path.parts[-2] not in {"tests", "bench", ".venv"}
+        for path in ROOT.glob("*/**/*.py") if path.relative_to(ROOT).parts[0] not in {"tests", "bench", ".venv"}
         for name in TASK_NAME.findall(path.read_text())
     })  # fmt: skip
     assert names == ["affiliate.drain_events", "affiliate.process_events", "payouts.deliver_webhook"]
