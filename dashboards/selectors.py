@@ -218,12 +218,11 @@ def _figures(span: Range, rows: dict[int, dict], *, chart_of: Program | None = N
     click_rows = Click.objects.filter(_clicks_in(span), program_id__in=ids)  # Count("*"): from click_program_time alone
     credit_rows = Credit.objects.filter(_events_in(span), event__program_id__in=ids)
     if by_day:
-        click_rows = click_rows.annotate(day=TruncDate("created_at")).values("program_id", "day")
-        credit_rows = credit_rows.annotate(day=TruncDate("event__occurred_at")).values("event__program_id", "event__type", "day")
-    else:
-        click_rows = click_rows.values("program_id")
-        credit_rows = credit_rows.values("event__program_id", "event__type")
+        click_rows = click_rows.annotate(day=TruncDate("created_at"))
+        credit_rows = credit_rows.annotate(day=TruncDate("event__occurred_at"))
     day_field = ("day",) if by_day else ()
+    click_rows = click_rows.values("program_id", *day_field)
+    credit_rows = credit_rows.values("event__program_id", "event__type", *day_field)
     for program_id, *day, n in (
         click_rows.annotate(n=Count("*")).values_list("program_id", *day_field, "n")
     ):
